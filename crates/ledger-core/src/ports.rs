@@ -1,0 +1,103 @@
+//! The interfaces the domain needs from the outside world (D7). The embedded backend
+//! implements them with SQLite; Kafka and the CQL database implement them in production.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation};
+
+/// Errors from a backend, kept opaque to the domain: the caller can only retry later.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend did not acknowledge in time or is unreachable; nothing was promised.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("corrupt record at {position}: {message}")]
+    Corrupt { position: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A place in the log: a partition and an offset within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// One event read from the log, with where it was read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRecord {
+    pub position: Position,
+    pub event: Event,
+}
+
+/// The write side of the log.
+///
+/// **Invariant** (I1): `append` returns `Ok` only once every event is durable
+/// (fsync'd, or acknowledged by all in-sync replicas). The API answers only after it.
+#[async_trait]
+pub trait EventLog: Send + Sync + std::fmt::Debug {
+    async fn append(&self, events: &[Event]) -> Result<(), BackendError>;
+}
+
+/// Where a reader starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The first event still in the log.
+    Beginning,
+    /// The next event after the given positions (per partition: the next offset).
+    Positions(Vec<Position>),
+    /// A consumer group's committed positions (the projector's checkpoint).
+    Committed { group: String },
+}
+
+/// The read side of the log.
+#[async_trait]
+pub trait LogReader: Send + std::fmt::Debug {
+    /// Up to `max` records after the reader's position, waiting at most `wait` for the
+    /// first one. An empty batch means the reader had caught up when it returned.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError>;
+
+    /// Records that everything up to `next` (the next offset to read, per partition)
+    /// has been processed. Only a reader opened with [`StartFrom::Committed`] persists it.
+    async fn commit(&mut self, next: &[Position]) -> Result<(), BackendError>;
+
+    /// The next offset to read per partition.
+    fn positions(&self) -> Vec<Position>;
+
+    /// Events in the log not yet read, when known.
+    fn lag(&self) -> Option<u64>;
+}
+
+/// Opens readers on the log.
+#[async_trait]
+pub trait LogSource: Send + Sync + std::fmt::Debug {
+    async fn reader(&self, start: StartFrom) -> Result<Box<dyn LogReader>, BackendError>;
+}
+
+/// The projected state (D4, D5): per-family state and per-subject revocations.
+///
+/// **Invariant**: `write` *merges* (joins) into what is stored; writing the same batch
+/// twice, or batches in any order, leaves the same state.
+#[async_trait]
+pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
+    async fn write(&self, batch: &Projection) -> Result<(), BackendError>;
+    async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, BackendError>;
+    async fn subject_revocation(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, BackendError>;
+    /// Everything still retained, for a validator's bootstrap.
+    async fn snapshot(&self) -> Result<Projection, BackendError>;
+    /// A consumer group's committed positions, when the store keeps them.
+    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError>;
+}
+
+/// Reads one family's events back for the status endpoint and auditors.
+#[async_trait]
+pub trait HistorySource: Send + Sync + std::fmt::Debug {
+    async fn history(&self, id: SessionId) -> Result<Vec<Event>, BackendError>;
+}

@@ -1,0 +1,180 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::decide::revocation_reason;
+use crate::{Event, FamilyState, RevokeReason, SessionId, Subject, SubjectRevocation, Timestamp};
+
+/// The revocation state of many families: what the projector writes to the store and
+/// what a validator holds in memory. A function of the set of events applied (I5).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Projection {
+    families: BTreeMap<SessionId, FamilyState>,
+    subjects: BTreeMap<Subject, SubjectRevocation>,
+}
+
+/// Where a family stands at a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyStatus {
+    Active,
+    Revoked {
+        at: Timestamp,
+        reason: RevokeReason,
+    },
+    /// Past the absolute deadline, or idle past the refresh token's expiry.
+    Expired,
+}
+
+impl FamilyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FamilyStatus::Active => "active",
+            FamilyStatus::Revoked { .. } => "revoked",
+            FamilyStatus::Expired => "expired",
+        }
+    }
+
+    /// The status of `state`, counting a subject-wide revocation that covers it.
+    pub fn of(
+        state: &FamilyState,
+        subject_revocation: Option<&SubjectRevocation>,
+        now: Timestamp,
+    ) -> FamilyStatus {
+        if let Some(check) = RevocationCheck::of(state, subject_revocation) {
+            return FamilyStatus::Revoked {
+                at: check.at,
+                reason: check.reason,
+            };
+        }
+        let usable_until = state
+            .head
+            .map_or(Timestamp::UNIX_EPOCH, |h| h.refresh_expires_at)
+            .max(state.access_expires_at)
+            .min(state.window.expires_at);
+        if now >= usable_until {
+            FamilyStatus::Expired
+        } else {
+            FamilyStatus::Active
+        }
+    }
+}
+
+/// A revocation that applies to a family: when, why, and until when it is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevocationCheck {
+    pub at: Timestamp,
+    pub reason: RevokeReason,
+    pub keep_until: Timestamp,
+}
+
+impl RevocationCheck {
+    pub fn of(
+        state: &FamilyState,
+        subject_revocation: Option<&SubjectRevocation>,
+    ) -> Option<RevocationCheck> {
+        revocation_reason(state, subject_revocation)?;
+        if let Some(r) = &state.revoked {
+            return Some(RevocationCheck {
+                at: r.at,
+                reason: r.reason,
+                keep_until: r.keep_until,
+            });
+        }
+        subject_revocation.map(|r| RevocationCheck {
+            at: r.revoked_at,
+            reason: r.reason,
+            keep_until: r.keep_until,
+        })
+    }
+}
+
+impl Projection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one event in. Idempotent and order-insensitive.
+    pub fn apply(&mut self, event: &Event) {
+        if let Some(family) = FamilyState::from_event(event) {
+            self.merge_family(&family);
+        } else if let Some(subject) = SubjectRevocation::from_event(event) {
+            self.merge_subject(&subject);
+        }
+    }
+
+    pub fn merge_family(&mut self, family: &FamilyState) {
+        match self.families.get_mut(&family.session_id) {
+            Some(existing) => existing.merge(family),
+            None => {
+                self.families.insert(family.session_id, family.clone());
+            }
+        }
+    }
+
+    pub fn merge_subject(&mut self, subject: &SubjectRevocation) {
+        match self.subjects.get_mut(&subject.subject) {
+            Some(existing) => existing.merge(subject),
+            None => {
+                self.subjects
+                    .insert(subject.subject.clone(), subject.clone());
+            }
+        }
+    }
+
+    /// Merges another projection in (e.g. one batch into the whole).
+    pub fn merge(&mut self, other: &Projection) {
+        for f in other.families.values() {
+            self.merge_family(f);
+        }
+        for s in other.subjects.values() {
+            self.merge_subject(s);
+        }
+    }
+
+    pub fn family(&self, id: &SessionId) -> Option<&FamilyState> {
+        self.families.get(id)
+    }
+
+    pub fn subject_revocation(&self, subject: &Subject) -> Option<&SubjectRevocation> {
+        self.subjects.get(subject)
+    }
+
+    pub fn families(&self) -> impl ExactSizeIterator<Item = &FamilyState> {
+        self.families.values()
+    }
+
+    pub fn subjects(&self) -> impl ExactSizeIterator<Item = &SubjectRevocation> {
+        self.subjects.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.families.is_empty() && self.subjects.is_empty()
+    }
+
+    pub fn status(&self, id: &SessionId, now: Timestamp) -> Option<FamilyStatus> {
+        let family = self.families.get(id)?;
+        Some(FamilyStatus::of(
+            family,
+            self.subjects.get(&family.subject),
+            now,
+        ))
+    }
+
+    /// Drops what no token can need any more (D5); returns how many entries went.
+    pub fn prune(&mut self, now: Timestamp) -> usize {
+        let before = self.families.len() + self.subjects.len();
+        self.families.retain(|_, f| f.retain_until > now);
+        self.subjects.retain(|_, s| s.keep_until > now);
+        before - self.families.len() - self.subjects.len()
+    }
+
+    /// A hex SHA-256 of the whole state, for comparing a replay with the live view.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}

@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# Backing services for the Session Ledger test suite, without Docker:
+#
+#   Apache Kafka  (one KRaft node, broker + controller)  PLAINTEXT 127.0.0.1:9092
+#                                                         controller 127.0.0.1:9093
+#   Apache Cassandra 5.0 (one node; ScyllaDB in prod)     CQL        127.0.0.1:9042
+#                                                         (internode 127.0.0.1:7000,
+#                                                          JMX       127.0.0.1:7199)
+#
+# Usage: scripts/services.sh up [--fresh] | down | status
+#
+#   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
+#            and the poms in scripts/services/), write the configs, start whatever
+#            is not running yet, and wait until both accept clients.
+#            Already up: does nothing and says so.
+#   --fresh  (or LEDGER_SERVICES_FRESH=1) stop the services if they run and wipe
+#            their data directories before starting.
+#   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
+#   status   one line per service: up / down; exit 0 only when both are up.
+#
+# Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash, curl-free.
+# Everything it downloads or writes lives in $LEDGER_SERVICES_HOME (default
+# ~/.cache/session-ledger/services), never in the work tree:
+#   m2/                 Maven local repository used for the fetch (-Dmaven.repo.local)
+#   kafka/{lib,config,data,logs}, kafka/kafka.pid
+#   cassandra/{lib,conf,data,logs}, cassandra/cassandra.pid
+#
+# Environment knobs (all optional):
+#   LEDGER_SERVICES_HOME            cache / state directory (see above)
+#   LEDGER_KAFKA_VERSION            default 4.1.1  (org.apache.kafka:kafka_2.13)
+#   LEDGER_CASSANDRA_VERSION        default 5.0.9  (org.apache.cassandra:cassandra-all)
+#   LEDGER_KAFKA_HEAP               default 512m   (-Xmx)
+#   LEDGER_CASSANDRA_HEAP           default 1G     (-Xms = -Xmx)
+#   LEDGER_KAFKA_AUTO_CREATE_TOPICS default false  (auto.create.topics.enable)
+#   LEDGER_KAFKA_JVM_OPTS           extra JVM options for the broker (word-split)
+#   LEDGER_CASSANDRA_JVM_OPTS       extra JVM options for Cassandra (word-split)
+#   LEDGER_SERVICES_FRESH           1 = same as --fresh
+#   LEDGER_SERVICES_START_TIMEOUT   seconds to wait for each service, default 240
+#   LEDGER_SERVICES_STOP_TIMEOUT    seconds between SIGTERM and SIGKILL, default 45
+#
+# Runs fine as root (CI does): Cassandra's refusal to run as root lives in its
+# bin/cassandra launcher (bypassed there with -R); this script starts the JVM
+# directly, so no such check applies.
+
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TEMPLATES="$SCRIPT_DIR/services"
+
+SERVICES_HOME="${LEDGER_SERVICES_HOME:-$HOME/.cache/session-ledger/services}"
+KAFKA_VERSION="${LEDGER_KAFKA_VERSION:-4.1.1}"
+CASSANDRA_VERSION="${LEDGER_CASSANDRA_VERSION:-5.0.9}"
+KAFKA_HEAP="${LEDGER_KAFKA_HEAP:-512m}"
+CASSANDRA_HEAP="${LEDGER_CASSANDRA_HEAP:-1G}"
+KAFKA_AUTO_CREATE_TOPICS="${LEDGER_KAFKA_AUTO_CREATE_TOPICS:-false}"
+read -r -a KAFKA_EXTRA_OPTS <<<"${LEDGER_KAFKA_JVM_OPTS:-}"
+read -r -a CASS_EXTRA_OPTS <<<"${LEDGER_CASSANDRA_JVM_OPTS:-}"
+START_TIMEOUT="${LEDGER_SERVICES_START_TIMEOUT:-240}"
+STOP_TIMEOUT="${LEDGER_SERVICES_STOP_TIMEOUT:-45}"
+
+M2_REPO="$SERVICES_HOME/m2"
+
+KAFKA_DIR="$SERVICES_HOME/kafka"
+KAFKA_LIB="$KAFKA_DIR/lib"
+KAFKA_CONF="$KAFKA_DIR/config"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_LOGS="$KAFKA_DIR/logs"
+KAFKA_PID="$KAFKA_DIR/kafka.pid"
+KAFKA_MAIN="kafka.Kafka"
+KAFKA_BOOTSTRAP="127.0.0.1:9092"
+
+CASS_DIR="$SERVICES_HOME/cassandra"
+CASS_LIB="$CASS_DIR/lib"
+CASS_CONF="$CASS_DIR/conf"
+CASS_DATA="$CASS_DIR/data"
+CASS_LOGS="$CASS_DIR/logs"
+CASS_PID="$CASS_DIR/cassandra.pid"
+CASS_MAIN="org.apache.cassandra.service.CassandraDaemon"
+
+JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+# ---------------------------------------------------------------- helpers --
+
+log() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '/^# Usage:/,/^# Needs:/{/^# Needs:/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+now() { date +%s; }
+
+# tcp_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+tcp_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pid_of FILE MAIN_CLASS: print the pid recorded in FILE if that process is alive
+# and really is our JVM (guards against a stale file and a recycled pid).
+pid_of() {
+  local file="$1" main="$2" pid
+  [[ -f "$file" ]] || return 1
+  pid="$(<"$file")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- " $main " || return 1
+  printf '%s\n' "$pid"
+}
+
+# tail_log FILE...: show the end of the first existing log, for error reports.
+tail_log() {
+  local f
+  for f in "$@"; do
+    if [[ -s "$f" ]]; then
+      printf -- '----- last 40 lines of %s -----\n' "$f" >&2
+      tail -n 40 "$f" >&2
+      printf -- '-----\n' >&2
+    fi
+  done
+}
+
+# render TEMPLATE DEST KEY=VALUE...: copy a template replacing @KEY@ tokens.
+render() {
+  local src="$1" dest="$2" kv key val content
+  shift 2
+  content="$(<"$src")"
+  for kv in "$@"; do
+    key="${kv%%=*}"
+    val="${kv#*=}"
+    content="${content//@"$key"@/$val}"
+  done
+  printf '%s\n' "$content" >"$dest.tmp"
+  mv "$dest.tmp" "$dest"
+}
+
+check_java() {
+  command -v "$JAVA" >/dev/null 2>&1 || die "java not found (install Java 17+ or set JAVA_HOME)"
+  local ver major
+  ver="$("$JAVA" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+  major="${ver%%.*}"
+  [[ "$major" =~ ^[0-9]+$ && "$major" -ge 17 ]] ||
+    die "Java 17 or newer is needed (Kafka 4 and Cassandra 5); found '$ver' at $(command -v "$JAVA")"
+}
+
+# ------------------------------------------------------------------ fetch --
+
+# fetch NAME POM LIBDIR VERSION_PROPERTY VERSION: copy the runtime jars of POM
+# into LIBDIR once. A marker file records the version; a different version (or
+# an interrupted fetch, which leaves no marker) triggers a new fetch.
+fetch() {
+  local name="$1" pom="$2" lib="$3" prop="$4" version="$5"
+  local marker="$lib/.fetched" tmp
+  if [[ -f "$marker" && "$(<"$marker")" == "$version" ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "mvn not found (Maven 3 is needed to fetch $name)"
+  log "fetching $name $version from Maven Central (once; into $lib)"
+  tmp="$lib.partial"
+  rm -rf "$tmp"
+  mkdir -p "$M2_REPO"
+  # -q -B: quiet batch mode; style.color=never: no stray ANSI resets in CI logs.
+  if ! mvn -q -B -Dstyle.color=never -f "$pom" \
+      -Dmaven.repo.local="$M2_REPO" \
+      -D"$prop"="$version" \
+      -DincludeScope=runtime \
+      -DoutputDirectory="$tmp" \
+      dependency:copy-dependencies; then
+    rm -rf "$tmp"
+    die "Maven could not fetch $name $version (see the output above)"
+  fi
+  rm -rf "$lib"
+  mv "$tmp" "$lib"
+  printf '%s\n' "$version" >"$marker"
+}
+
+# ------------------------------------------------------------------ kafka --
+
+kafka_configure() {
+  mkdir -p "$KAFKA_CONF" "$KAFKA_DATA" "$KAFKA_LOGS"
+  render "$TEMPLATES/kafka-server.properties" "$KAFKA_CONF/server.properties" \
+    "KAFKA_DATA_DIR=$KAFKA_DATA" "KAFKA_AUTO_CREATE_TOPICS=$KAFKA_AUTO_CREATE_TOPICS"
+  render "$TEMPLATES/kafka-log4j2.xml" "$KAFKA_CONF/log4j2.xml" "KAFKA_LOG_DIR=$KAFKA_LOGS"
+  # Admin tools log only warnings, to stderr.
+  cat >"$KAFKA_CONF/tools-log4j2.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders><Console name="stderr" target="SYSTEM_ERR"><PatternLayout pattern="%p %m%n"/></Console></Appenders>
+  <Loggers><Root level="WARN"><AppenderRef ref="stderr"/></Root></Loggers>
+</Configuration>
+EOF
+}
+
+# kafka_tool CLASS ARGS...: run one of Kafka's command-line tools on the cached
+# jars (small client JVM, bounded in time).
+kafka_tool() {
+  timeout 120 "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="file://$KAFKA_CONF/tools-log4j2.xml" \
+    -cp "$KAFKA_LIB/*" "$@"
+}
+
+# Format the KRaft metadata log once (Kafka refuses to start without it:
+# "No readable meta.properties files found").
+kafka_format() {
+  [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
+  local cluster_id
+  # What `kafka-storage random-uuid` prints (16 random bytes, base64url without
+  # padding, not starting with '-'), without paying for a JVM start.
+  while :; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    [[ "$cluster_id" != -* ]] && break
+  done
+  log "formatting Kafka storage (cluster id $cluster_id)"
+  # controller.quorum.voters is set (static quorum), so no --standalone here.
+  kafka_tool kafka.tools.StorageTool format -t "$cluster_id" \
+    -c "$KAFKA_CONF/server.properties" >"$KAFKA_LOGS/format.log" 2>&1 ||
+    { tail_log "$KAFKA_LOGS/format.log"; die "kafka-storage format failed"; }
+}
+
+kafka_start() {
+  local port
+  for port in 9092 9093; do
+    tcp_open "$port" && die "port $port is already in use by another process (not our Kafka: no live $KAFKA_PID)"
+  done
+  kafka_format
+  log "starting Kafka $KAFKA_VERSION (heap $KAFKA_HEAP)"
+  : >"$KAFKA_LOGS/stdout.log"
+  # setsid: own session, so a Ctrl-C in the calling terminal does not reach it.
+  # The inner shell records its pid, then exec's the JVM under that same pid.
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
+    "$JAVA" -Xms256m -Xmx"$KAFKA_HEAP" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$KAFKA_LOGS" \
+    -Dlog4j2.configurationFile="file://$KAFKA_CONF/log4j2.xml" \
+    "${KAFKA_EXTRA_OPTS[@]}" \
+    -cp "$KAFKA_LIB/*" "$KAFKA_MAIN" "$KAFKA_CONF/server.properties" \
+    </dev/null >>"$KAFKA_LOGS/stdout.log" 2>&1 &
+}
+
+# Ready = port 9092 accepts TCP and a metadata request (topic list) succeeds.
+kafka_wait() {
+  local deadline=$(($(now) + START_TIMEOUT))
+  while :; do
+    if ! pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null; then
+      sleep 1 # the pid file may not be written yet right after the launch
+      if ! pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null; then
+        tail_log "$KAFKA_LOGS/server.log" "$KAFKA_LOGS/stdout.log"
+        die "Kafka exited during start-up (logs: $KAFKA_LOGS)"
+      fi
+    fi
+    if tcp_open 9092 &&
+      kafka_tool org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>"$KAFKA_LOGS/ready-check.log"; then
+      return 0
+    fi
+    if (($(now) >= deadline)); then
+      tail_log "$KAFKA_LOGS/server.log" "$KAFKA_LOGS/stdout.log" "$KAFKA_LOGS/ready-check.log"
+      die "Kafka did not accept clients on $KAFKA_BOOTSTRAP within ${START_TIMEOUT}s (logs: $KAFKA_LOGS)"
+    fi
+    sleep 1
+  done
+}
+
+# -------------------------------------------------------------- cassandra --
+
+cass_configure() {
+  mkdir -p "$CASS_CONF" "$CASS_DATA" "$CASS_LOGS"
+  render "$TEMPLATES/cassandra.yaml" "$CASS_CONF/cassandra.yaml" "CASSANDRA_DATA_DIR=$CASS_DATA"
+  cp "$TEMPLATES/cassandra-logback.xml" "$CASS_CONF/logback.xml"
+  mkdir -p "$CASS_CONF/triggers" # else a WARN every minute: trigger directory missing
+}
+
+cass_start() {
+  local port jamm
+  for port in 9042 7000 7199; do
+    tcp_open "$port" && die "port $port is already in use by another process (not our Cassandra: no live $CASS_PID)"
+  done
+  jamm="$(compgen -G "$CASS_LIB/jamm-*.jar" | head -n 1)" ||
+    die "jamm agent jar not found in $CASS_LIB (delete $CASS_LIB/.fetched to re-fetch)"
+
+  local -a opts=(
+    -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -Xss256k
+    # From Cassandra's conf/jvm-server.options.
+    -ea -da:net.openhft...
+    -XX:+UseThreadPriorities -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem
+    -Djava.net.preferIPv4Stack=true
+    # G1 settings from conf/jvm17-server.options.
+    -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
+    -XX:G1HeapRegionSize=16m -XX:G1RSetUpdatingPauseTimePercent=5
+    -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
+    -XX:+CrashOnOutOfMemoryError
+    # JPMS list from conf/jvm17-server.options (Cassandra 5.0 on Java 17).
+    -Djdk.attach.allowAttachSelf=true
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED
+    --add-exports java.base/java.lang.ref=ALL-UNNAMED
+    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+    --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED
+    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+    --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.util=ALL-UNNAMED
+    -Dio.netty.tryReflectionSetAccessible=true
+    -Dio.netty.allocator.useCacheForAllThreads=true
+    -Dio.netty.allocator.maxOrder=11
+    # What bin/cassandra and conf/cassandra-env.sh would add.
+    -javaagent:"$jamm"
+    -Dcassandra.jmx.local.port=7199
+    -Dcassandra-foreground=yes
+    -Dcassandra.config="file://$CASS_CONF/cassandra.yaml"
+    -Dcassandra.storagedir="$CASS_DATA"
+    -Dcassandra.logdir="$CASS_LOGS"
+    -Dcassandra.triggers_dir="$CASS_CONF/triggers"
+    -Dlogback.configurationFile="file://$CASS_CONF/logback.xml"
+    # Test-node shortcuts (the same switches Cassandra's own test suites use):
+    # no gossip settling wait, superuser-setup or shutdown-announce delay on a lone node,
+    # no sigar probing, and no fsync / forced flushes of system and schema
+    # tables. Durability across a crash is not a goal here; a clean `down`
+    # still drains. Cuts start-up and CREATE KEYSPACE/TABLE times a lot.
+    -Dcassandra.skip_wait_for_gossip_to_settle=0
+    -Dcassandra.superuser_setup_delay_ms=0
+    -Dcassandra.shutdown_announce_in_ms=0
+    -Dcassandra.test.ignore_sigar=true
+    -Dcassandra.unsafesystem=true
+    -Dcassandra.test.flush_local_schema_changes=false
+    -Dcassandra.skip_sync=true
+    "${CASS_EXTRA_OPTS[@]}"
+  )
+
+  log "starting Cassandra $CASSANDRA_VERSION (heap $CASSANDRA_HEAP)"
+  : >"$CASS_LOGS/stdout.log"
+  # The ready check greps system.log for this run only: start it empty.
+  [[ -f "$CASS_LOGS/system.log" ]] && mv "$CASS_LOGS/system.log" "$CASS_LOGS/system.log.prev"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$CASS_PID" \
+    "$JAVA" "${opts[@]}" -cp "$CASS_CONF:$CASS_LIB/*" "$CASS_MAIN" \
+    </dev/null >>"$CASS_LOGS/stdout.log" 2>&1 &
+}
+
+# cql_ping: speak the CQL native protocol (v4) to 127.0.0.1:9042 with bash alone:
+# STARTUP -> expect READY, then QUERY "SELECT release_version FROM system.local"
+# -> expect RESULT. Prints the release version. Needs no cqlsh and no driver.
+# Frame header (9 bytes): version 0x04 (0x84 in replies), flags, stream id (2),
+# opcode (1), body length (4).
+cql_ping() {
+  # A child bash so that `timeout` can bound reads from a hung server.
+  timeout 15 bash -c "$(declare -f cql_ping_unbounded); cql_ping_unbounded"
+}
+
+cql_ping_unbounded() {
+  set -euo pipefail
+  local hdr q len
+  exec 3<>/dev/tcp/127.0.0.1/9042
+  # STARTUP (opcode 0x01), body: string map {"CQL_VERSION": "3.0.0"} = 22 bytes.
+  printf '\x04\x00\x00\x01\x01\x00\x00\x00\x16' >&3
+  printf '\x00\x01\x00\x0bCQL_VERSION\x00\x053.0.0' >&3
+  hdr="$(dd bs=9 count=1 iflag=fullblock <&3 2>/dev/null | od -An -v -tx1 | tr -d ' \n')"
+  [[ "${hdr:0:2}" == 84 && "${hdr:8:2}" == 02 ]] || { echo "STARTUP: no READY (header '$hdr')" >&2; return 1; }
+  # QUERY (opcode 0x07), body: [long string query][consistency ONE][flags 0].
+  q="SELECT release_version FROM system.local"
+  # shellcheck disable=SC2059 # the format is built on purpose: length bytes
+  printf "\x04\x00\x00\x02\x07\x00\x00\x00\x$(printf %02x $((4 + ${#q} + 3)))" >&3
+  # shellcheck disable=SC2059
+  printf "\x00\x00\x00\x$(printf %02x ${#q})%s\x00\x01\x00" "$q" >&3
+  hdr="$(dd bs=9 count=1 iflag=fullblock <&3 2>/dev/null | od -An -v -tx1 | tr -d ' \n')"
+  [[ "${hdr:0:2}" == 84 && "${hdr:8:2}" == 08 ]] || { echo "QUERY: no RESULT (header '$hdr')" >&2; return 1; }
+  len=$((16#${hdr:10:8}))
+  # The rows body ends with the release_version text, e.g. 5.0.9.
+  dd bs="$len" count=1 iflag=fullblock <&3 2>/dev/null | tr -c '0-9.' ' ' | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | tail -n 1
+}
+
+# Ready = the log says the native transport listens, and a CQL query answers.
+cass_wait() {
+  local deadline=$(($(now) + START_TIMEOUT))
+  while :; do
+    if ! pid_of "$CASS_PID" "$CASS_MAIN" >/dev/null; then
+      sleep 1
+      if ! pid_of "$CASS_PID" "$CASS_MAIN" >/dev/null; then
+        tail_log "$CASS_LOGS/system.log" "$CASS_LOGS/stdout.log"
+        die "Cassandra exited during start-up (logs: $CASS_LOGS)"
+      fi
+    fi
+    if grep -qs "Starting listening for CQL clients" "$CASS_LOGS/system.log" &&
+      tcp_open 9042 && cql_ping >/dev/null 2>"$CASS_LOGS/ready-check.log"; then
+      return 0
+    fi
+    if (($(now) >= deadline)); then
+      tail_log "$CASS_LOGS/system.log" "$CASS_LOGS/stdout.log" "$CASS_LOGS/ready-check.log"
+      die "Cassandra did not accept CQL clients on 127.0.0.1:9042 within ${START_TIMEOUT}s (logs: $CASS_LOGS)"
+    fi
+    sleep 1
+  done
+}
+
+# --------------------------------------------------------------- commands --
+
+# stop_one NAME PIDFILE MAIN_CLASS
+stop_one() {
+  local name="$1" file="$2" main="$3" pid waited=0
+  if ! pid="$(pid_of "$file" "$main")"; then
+    rm -f "$file"
+    log "$name: not running"
+    return 0
+  fi
+  log "$name: stopping (pid $pid, SIGTERM)"
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((waited >= STOP_TIMEOUT)); then
+      log "$name: still running after ${STOP_TIMEOUT}s, SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 1
+      break
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  rm -f "$file"
+  log "$name: stopped"
+}
+
+cmd_down() {
+  # Both at once: each takes a few seconds to shut down cleanly.
+  stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" &
+  local kpid=$!
+  stop_one cassandra "$CASS_PID" "$CASS_MAIN"
+  wait "$kpid"
+}
+
+cmd_status() {
+  local rc=0 pid
+  if pid="$(pid_of "$KAFKA_PID" "$KAFKA_MAIN")" && tcp_open 9092; then
+    log "kafka:     up   (pid $pid, $KAFKA_BOOTSTRAP)"
+  elif [[ -n "${pid:-}" ]]; then
+    log "kafka:     starting (pid $pid, $KAFKA_BOOTSTRAP not accepting yet)"; rc=1
+  else
+    log "kafka:     down"; rc=1
+  fi
+  pid=""
+  if pid="$(pid_of "$CASS_PID" "$CASS_MAIN")" && tcp_open 9042; then
+    log "cassandra: up   (pid $pid, 127.0.0.1:9042)"
+  elif [[ -n "${pid:-}" ]]; then
+    log "cassandra: starting (pid $pid, 127.0.0.1:9042 not accepting yet)"; rc=1
+  else
+    log "cassandra: down"; rc=1
+  fi
+  return "$rc"
+}
+
+cmd_up() {
+  local fresh="${LEDGER_SERVICES_FRESH:-0}" arg
+  for arg in "$@"; do
+    case "$arg" in
+      --fresh) fresh=1 ;;
+      *) die "unknown option for up: $arg" ;;
+    esac
+  done
+
+  if [[ "$fresh" == 1 ]]; then
+    cmd_down
+    log "--fresh: wiping data and logs under $KAFKA_DIR and $CASS_DIR"
+    rm -rf "$KAFKA_DATA" "$KAFKA_LOGS" "$CASS_DATA" "$CASS_LOGS"
+  fi
+
+  local kafka_running=0 cass_running=0
+  pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null && kafka_running=1
+  pid_of "$CASS_PID" "$CASS_MAIN" >/dev/null && cass_running=1
+  if ((kafka_running && cass_running)) && tcp_open 9092 && tcp_open 9042; then
+    log "already up: kafka $KAFKA_BOOTSTRAP, cassandra 127.0.0.1:9042 (nothing to do)"
+    return 0
+  fi
+
+  check_java
+  mkdir -p "$SERVICES_HOME"
+  local t0
+  t0=$(now)
+  ((kafka_running)) || fetch kafka "$TEMPLATES/kafka-pom.xml" "$KAFKA_LIB" kafka.version "$KAFKA_VERSION"
+  ((cass_running)) || fetch cassandra "$TEMPLATES/cassandra-pom.xml" "$CASS_LIB" cassandra.version "$CASSANDRA_VERSION"
+
+  # Start both before waiting for either: start-ups overlap.
+  if ((cass_running)); then
+    log "cassandra: already running"
+  else
+    cass_configure
+    cass_start
+  fi
+  if ((kafka_running)); then
+    log "kafka: already running"
+  else
+    kafka_configure
+    kafka_start
+  fi
+
+  kafka_wait
+  log "kafka: up on $KAFKA_BOOTSTRAP ($(($(now) - t0))s)"
+  cass_wait
+  log "cassandra: up on 127.0.0.1:9042 ($(($(now) - t0))s)"
+}
+
+main() {
+  local cmd="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    up) cmd_up "$@" ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
