@@ -348,7 +348,7 @@ cass_start() {
   [[ -f "$CASS_LOGS/system.log" ]] && mv "$CASS_LOGS/system.log" "$CASS_LOGS/system.log.prev"
   # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$CASS_PID" \
-    "$JAVA" "${opts[@]}" -cp "$CASS_CONF:$CASS_LIB/*" "$CASS_MAIN" \
+    "$JAVA" "${opts[@]}" -cp "$CASS_LIB/*" "$CASS_MAIN" \
     </dev/null >>"$CASS_LOGS/stdout.log" 2>&1 &
 }
 

@@ -1,1 +1,17 @@
+//! Tokens of Session Ledger.
+//!
+//! - Access tokens: JWTs signed with Ed25519 (`alg: EdDSA`, `typ: at+jwt`, a `kid`),
+//!   following RFC 9068 and the checks of RFC 8725 ([`AccessTokenIssuer`],
+//!   [`AccessTokenValidator`]).
+//! - Refresh tokens: opaque strings naming (family, generation) with an HMAC; the
+//!   successor of a generation is the same string every time (D3) ([`RefreshTokens`]).
+//! - Keys: generated into a directory on first start, kept across restarts, rotated
+//!   with overlap ([`KeyDir`], [`SigningKeys`], [`VerificationKeys`]).
 
+mod access;
+mod keys;
+mod refresh;
+
+pub use access::{AccessClaims, AccessTokenIssuer, AccessTokenValidator, MintAccess, TokenError};
+pub use keys::{KeyDir, KeyError, SigningKeys, VerificationKeys};
+pub use refresh::{RefreshTokenError, RefreshTokens};
