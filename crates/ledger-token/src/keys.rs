@@ -13,6 +13,8 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
+use crate::RefreshTokens;
+
 /// Why keys could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,6 +27,8 @@ pub enum KeyError {
     Invalid { path: PathBuf, message: String },
     #[error("no signing key in {0}")]
     NoSigningKey(PathBuf),
+    #[error("no refresh-token key in {0}")]
+    NoRefreshKey(PathBuf),
     #[error("jwks: {0}")]
     Jwks(String),
 }
@@ -204,7 +208,7 @@ impl KeyDir {
     }
 
     /// Loads both kinds of keys, creating one of each on first start.
-    pub fn load_or_create(&self) -> Result<(SigningKeys, Vec<(String, [u8; 32])>), KeyError> {
+    pub fn load_or_create(&self) -> Result<(SigningKeys, RefreshTokens), KeyError> {
         if self.files("signing", "pem")?.is_empty() {
             self.add_signing_key()?;
         }
@@ -253,7 +257,7 @@ impl KeyDir {
         SigningKeys::from_secrets(secrets)
     }
 
-    pub fn refresh_keys(&self) -> Result<Vec<(String, [u8; 32])>, KeyError> {
+    pub fn refresh_keys(&self) -> Result<RefreshTokens, KeyError> {
         let mut keys = Vec::new();
         for path in self.files("refresh", "key")? {
             let text = read(&path)?;
@@ -265,7 +269,7 @@ impl KeyDir {
             let kid = file_kid(&path).ok_or_else(|| invalid(&path, "bad file name"))?;
             keys.push((kid, secret));
         }
-        Ok(keys)
+        RefreshTokens::new(keys).ok_or_else(|| KeyError::NoRefreshKey(self.root.join("refresh")))
     }
 
     fn files(&self, kind: &str, ext: &str) -> Result<Vec<PathBuf>, KeyError> {
@@ -338,7 +342,9 @@ mod tests {
         let (first, refresh) = keys.load_or_create().unwrap();
         let (again, refresh_again) = keys.load_or_create().unwrap();
         assert_eq!(first.current_kid(), again.current_kid());
-        assert_eq!(refresh, refresh_again);
+        let s = ledger_core::SessionId::generate();
+        let g = ledger_core::Generation::new(1);
+        assert_eq!(refresh.mint(s, g), refresh_again.mint(s, g));
 
         let new_kid = keys.add_signing_key().unwrap();
         let rotated = keys.signing_keys().unwrap();
