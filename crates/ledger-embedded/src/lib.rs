@@ -1,1 +1,514 @@
+//! The embedded backend: the event log and the projection in one SQLite database
+//! (`<data dir>/ledger.db`, WAL, `synchronous=FULL`), so one process runs the whole
+//! service with nothing else installed and survives `kill -9`.
+//!
+//! It implements the same ports as Kafka and the CQL database: [`EventLog`] and
+//! [`LogSource`] (one partition; offsets are row ids), [`ProjectionStore`] and
+//! [`HistorySource`].
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ledger_core::ports::{
+    BackendError, EventLog, HistorySource, LogReader, LogRecord, LogSource, Position,
+    ProjectionStore, StartFrom,
+};
+use ledger_core::{
+    Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::watch;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    offset      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL UNIQUE,
+    session_id  TEXT,
+    subject     TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id);
+CREATE TABLE IF NOT EXISTS families (
+    session_id   TEXT PRIMARY KEY,
+    retain_until INTEGER NOT NULL,
+    state        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS families_by_expiry ON families (retain_until);
+CREATE TABLE IF NOT EXISTS subjects (
+    subject    TEXT PRIMARY KEY,
+    keep_until INTEGER NOT NULL,
+    state      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer_group TEXT PRIMARY KEY,
+    next_offset    INTEGER NOT NULL
+);
+";
+
+/// The embedded log and store. Cheap to clone; all clones share one database.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// Appends and projection writes.
+    writer: Mutex<Connection>,
+    /// Reads; WAL lets them run beside a write.
+    reader: Mutex<Connection>,
+    /// The highest offset appended so far; readers wait on it.
+    appended: watch::Sender<i64>,
+}
+
+fn backend(e: rusqlite::Error) -> BackendError {
+    BackendError::Other(format!("sqlite: {e}"))
+}
+
+impl Embedded {
+    /// Opens (creating when absent) `<dir>/ledger.db`.
+    pub fn open(dir: &Path) -> Result<Self, BackendError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            BackendError::Other(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("ledger.db");
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA).map_err(backend)?;
+        let reader = connect(&path)?;
+        let last: i64 = writer
+            .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        let (appended, _) = watch::channel(last);
+        Ok(Embedded {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+                appended,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The offset of the newest event (0 when the log is empty).
+    pub fn last_offset(&self) -> i64 {
+        *self.inner.appended.borrow()
+    }
+
+    /// Deletes projection rows past their retention (the CQL store does this by TTL).
+    /// Reads already ignore them; this only reclaims space.
+    pub async fn prune(&self, now: Timestamp) -> Result<usize, BackendError> {
+        let now = now.unix_micros();
+        self.write(move |c| {
+            let f = c.execute("DELETE FROM families WHERE retain_until <= ?1", [now])?;
+            let s = c.execute("DELETE FROM subjects WHERE keep_until <= ?1", [now])?;
+            Ok(f + s)
+        })
+        .await
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::Other(format!("storage task failed: {e}")))?
+        .map_err(backend)
+}
+
+fn connect(path: &Path) -> Result<Connection, BackendError> {
+    let conn = Connection::open(path)
+        .map_err(|e| BackendError::Other(format!("cannot open {}: {e}", path.display())))?;
+    // FULL: a transaction is on disk (fsync'd) when COMMIT returns, which is what
+    // lets the API answer after `append` (I1).
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl EventLog for Embedded {
+    async fn append(&self, events: &[Event]) -> Result<(), BackendError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, Option<String>, String, i64, Vec<u8>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.event_id.to_string(),
+                    e.session_id.map(|s| s.to_string()),
+                    e.subject.as_str().to_owned(),
+                    e.occurred_at.unix_micros(),
+                    e.to_json(),
+                )
+            })
+            .collect();
+        let last = self
+            .write(move |c| {
+                let tx = c.transaction()?;
+                {
+                    // A duplicate event id (a retried append) is already in the log.
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO events (event_id, session_id, subject, occurred_at, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for (id, session, subject, at, body) in &rows {
+                        insert.execute(params![id, session, subject, at, body])?;
+                    }
+                }
+                let last: i64 =
+                    tx.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?;
+                tx.commit()?;
+                Ok(last)
+            })
+            .await?;
+        self.inner.appended.send_if_modified(|v| {
+            let changed = last > *v;
+            *v = (*v).max(last);
+            changed
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LogSource for Embedded {
+    async fn reader(&self, start: StartFrom) -> Result<Box<dyn LogReader>, BackendError> {
+        let (next, group) = match start {
+            StartFrom::Beginning => (1, None),
+            StartFrom::Positions(p) => (p.iter().map(|p| p.offset).max().unwrap_or(1), None),
+            StartFrom::Committed { group } => {
+                let committed = self.committed(&group).await?;
+                (committed.first().map_or(1, |p| p.offset), Some(group))
+            }
+        };
+        Ok(Box::new(EmbeddedReader {
+            log: self.clone(),
+            next: i64::try_from(next).unwrap_or(i64::MAX).max(1),
+            group,
+            appended: self.inner.appended.subscribe(),
+        }))
+    }
+}
+
+/// Reads the embedded log from a position, waking when something is appended.
+#[derive(Debug)]
+pub struct EmbeddedReader {
+    log: Embedded,
+    /// The next offset to read.
+    next: i64,
+    group: Option<String>,
+    appended: watch::Receiver<i64>,
+}
+
+impl EmbeddedReader {
+    async fn read_batch(&self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
+        let from = self.next;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .log
+            .read(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
+                )?;
+                let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(offset, body)| {
+                let event = Event::from_json(&body).map_err(|e| BackendError::Corrupt {
+                    position: format!("offset {offset}"),
+                    message: e.to_string(),
+                })?;
+                Ok(LogRecord {
+                    position: Position {
+                        partition: 0,
+                        offset: u64::try_from(offset).unwrap_or_default(),
+                    },
+                    event,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl LogReader for EmbeddedReader {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Mark the current value seen before reading, so an append that lands
+            // after the read still wakes us.
+            self.appended.borrow_and_update();
+            let batch = self.read_batch(max).await?;
+            if let Some(last) = batch.last() {
+                self.next = i64::try_from(last.position.offset).unwrap_or(i64::MAX) + 1;
+                return Ok(batch);
+            }
+            match tokio::time::timeout_at(deadline, self.appended.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the log was dropped: nothing new.
+                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn commit(&mut self, next: &[Position]) -> Result<(), BackendError> {
+        let Some(group) = self.group.clone() else {
+            return Ok(());
+        };
+        let Some(next) = next.iter().map(|p| p.offset).max() else {
+            return Ok(());
+        };
+        let next = i64::try_from(next).unwrap_or(i64::MAX);
+        self.log
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO checkpoints (consumer_group, next_offset) VALUES (?1, ?2)
+                     ON CONFLICT (consumer_group) DO UPDATE
+                     SET next_offset = MAX(next_offset, excluded.next_offset)",
+                    params![group, next],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    fn positions(&self) -> Vec<Position> {
+        vec![Position {
+            partition: 0,
+            offset: u64::try_from(self.next).unwrap_or_default(),
+        }]
+    }
+
+    fn lag(&self) -> Option<u64> {
+        let last = *self.appended.borrow();
+        u64::try_from(last + 1 - self.next).ok()
+    }
+}
+
+#[async_trait]
+impl ProjectionStore for Embedded {
+    async fn write(&self, batch: &Projection) -> Result<(), BackendError> {
+        let families: Vec<FamilyState> = batch.families().cloned().collect();
+        let subjects: Vec<SubjectRevocation> = batch.subjects().cloned().collect();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut get =
+                    tx.prepare_cached("SELECT state FROM families WHERE session_id = ?1")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO families (session_id, retain_until, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (session_id) DO UPDATE
+                     SET retain_until = excluded.retain_until, state = excluded.state",
+                )?;
+                for mut family in families {
+                    let id = family.session_id.to_string();
+                    let stored: Option<Vec<u8>> = get.query_row([&id], |r| r.get(0)).optional()?;
+                    if let Some(stored) = stored {
+                        family.merge(&decode_in_sql::<FamilyState>(&stored)?);
+                    }
+                    put.execute(params![
+                        id,
+                        family.retain_until.unix_micros(),
+                        encode(&family)
+                    ])?;
+                }
+                let mut get = tx.prepare_cached("SELECT state FROM subjects WHERE subject = ?1")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO subjects (subject, keep_until, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (subject) DO UPDATE
+                     SET keep_until = excluded.keep_until, state = excluded.state",
+                )?;
+                for mut subject in subjects {
+                    let key = subject.subject.as_str().to_owned();
+                    let stored: Option<Vec<u8>> = get.query_row([&key], |r| r.get(0)).optional()?;
+                    if let Some(stored) = stored {
+                        subject.merge(&decode_in_sql::<SubjectRevocation>(&stored)?);
+                    }
+                    put.execute(params![
+                        key,
+                        subject.keep_until.unix_micros(),
+                        encode(&subject)
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, BackendError> {
+        let now = Timestamp::now().unix_micros();
+        let bytes: Option<Vec<u8>> = self
+            .read(move |c| {
+                c.query_row(
+                    "SELECT state FROM families WHERE session_id = ?1 AND retain_until > ?2",
+                    params![id.to_string(), now],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        bytes
+            .map(|b| decode_or_corrupt(&b, &id.to_string()))
+            .transpose()
+    }
+
+    async fn subject_revocation(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, BackendError> {
+        let now = Timestamp::now().unix_micros();
+        let key = subject.as_str().to_owned();
+        let bytes: Option<Vec<u8>> = self
+            .read(move |c| {
+                c.query_row(
+                    "SELECT state FROM subjects WHERE subject = ?1 AND keep_until > ?2",
+                    params![key, now],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        bytes
+            .map(|b| decode_or_corrupt(&b, subject.as_str()))
+            .transpose()
+    }
+
+    async fn snapshot(&self) -> Result<Projection, BackendError> {
+        let now = Timestamp::now().unix_micros();
+        let (families, subjects) = self
+            .read(move |c| {
+                let mut q = c.prepare("SELECT state FROM families WHERE retain_until > ?1")?;
+                let families: Vec<Vec<u8>> = q
+                    .query_map([now], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut q = c.prepare("SELECT state FROM subjects WHERE keep_until > ?1")?;
+                let subjects: Vec<Vec<u8>> = q
+                    .query_map([now], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok((families, subjects))
+            })
+            .await?;
+        let mut projection = Projection::new();
+        for b in families {
+            projection.merge_family(&decode_or_corrupt(&b, "families")?);
+        }
+        for b in subjects {
+            projection.merge_subject(&decode_or_corrupt(&b, "subjects")?);
+        }
+        Ok(projection)
+    }
+
+    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError> {
+        let group = group.to_owned();
+        let next: Option<i64> = self
+            .read(move |c| {
+                c.query_row(
+                    "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
+                    [group],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(next
+            .map(|n| Position {
+                partition: 0,
+                offset: u64::try_from(n).unwrap_or_default(),
+            })
+            .into_iter()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl HistorySource for Embedded {
+    async fn history(&self, id: SessionId) -> Result<Vec<Event>, BackendError> {
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .read(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT offset, body FROM events WHERE session_id = ?1 ORDER BY offset",
+                )?;
+                let rows = q.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(offset, body)| {
+                Event::from_json(&body).map_err(|e| BackendError::Corrupt {
+                    position: format!("offset {offset}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// A stored row that does not decode stops the write: merging into it blindly would
+/// lose state.
+fn decode_in_sql<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn decode_or_corrupt<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| BackendError::Corrupt {
+        position: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use std::time::Duration;
+
+use ledger_core::{
+    Command, DecideContext, Policy, RevokeReason, Subject, decide, ports::ProjectionStore,
+};
+
+use super::*;
+
+fn history(now: Timestamp) -> (SessionId, Vec<Event>) {
+    let policy = Policy::default();
+    let ctx = DecideContext {
+        now,
+        policy: &policy,
+        region: "test",
+        trace_context: None,
+    };
+    let id = SessionId::generate();
+    let open = Command::Open {
+        session_id: id,
+        subject: Subject::parse("alice").unwrap(),
+        client_id: None,
+        claims: Default::default(),
+        access_jti: "j".into(),
+    };
+    let issued = decide(None, None, open, &ctx).unwrap();
+    let mut p = Projection::new();
+    p.apply(&issued[0]);
+    let revoke = Command::Revoke {
+        session_id: id,
+        reason: RevokeReason::Logout,
+    };
+    let revoked = decide(p.family(&id), None, revoke, &ctx).unwrap();
+    (id, [issued, revoked].concat())
+}
+
+#[tokio::test]
+async fn appended_events_are_read_back_in_order_and_duplicates_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let (id, events) = history(Timestamp::now());
+    log.append(&events).await.unwrap();
+    log.append(&events[..1]).await.unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let batch = reader.poll(10, Duration::ZERO).await.unwrap();
+    let read: Vec<&Event> = batch.iter().map(|r| &r.event).collect();
+    assert_eq!(read, events.iter().collect::<Vec<_>>());
+    assert_eq!(reader.lag(), Some(0));
+    assert_eq!(log.history(id).await.unwrap(), events);
+}
+
+#[tokio::test]
+async fn a_waiting_reader_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let (_, events) = history(Timestamp::now());
+    let writer = log.clone();
+    let appended = events.clone();
+    let task = tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        writer.append(&appended).await.unwrap();
+    });
+    // Waits (up to a generous bound) for the append instead of sleeping.
+    let batch = reader.poll(10, Duration::from_secs(10)).await.unwrap();
+    task.await.unwrap();
+    assert!(!batch.is_empty());
+}
+
+#[tokio::test]
+async fn checkpoints_and_state_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, events) = history(Timestamp::now());
+    {
+        let log = Embedded::open(dir.path()).unwrap();
+        log.append(&events).await.unwrap();
+        let mut reader = log
+            .reader(StartFrom::Committed { group: "p".into() })
+            .await
+            .unwrap();
+        let batch = reader.poll(1, Duration::ZERO).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        let mut p = Projection::new();
+        p.apply(&batch[0].event);
+        ProjectionStore::write(&log, &p).await.unwrap();
+        reader.commit(&reader.positions()).await.unwrap();
+    }
+    let log = Embedded::open(dir.path()).unwrap();
+    assert_eq!(log.last_offset(), 2);
+    let mut reader = log
+        .reader(StartFrom::Committed { group: "p".into() })
+        .await
+        .unwrap();
+    let rest = reader.poll(10, Duration::ZERO).await.unwrap();
+    assert_eq!(rest.len(), 1, "resumes after the committed offset");
+    assert_eq!(rest[0].event, events[1]);
+    assert!(log.family(id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn writes_merge_and_expired_rows_are_invisible() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let (id, events) = history(Timestamp::now());
+    let mut issued = Projection::new();
+    issued.apply(&events[0]);
+    let mut revoked = Projection::new();
+    revoked.apply(&events[1]);
+    // Newer first, then older: the merge keeps the revocation.
+    ProjectionStore::write(&log, &revoked).await.unwrap();
+    ProjectionStore::write(&log, &issued).await.unwrap();
+    ProjectionStore::write(&log, &issued).await.unwrap();
+    let stored = log.family(id).await.unwrap().unwrap();
+    let mut expected = Projection::new();
+    expected.apply(&events[0]);
+    expected.apply(&events[1]);
+    assert_eq!(Some(&stored), expected.family(&id));
+    assert_eq!(log.snapshot().await.unwrap(), expected);
+
+    // An old history: already past retention.
+    let (old, old_events) = history(Timestamp::from_unix_seconds(1_000_000_000));
+    let mut p = Projection::new();
+    p.apply(&old_events[0]);
+    ProjectionStore::write(&log, &p).await.unwrap();
+    assert_eq!(log.family(old).await.unwrap(), None);
+    assert_eq!(log.prune(Timestamp::now()).await.unwrap(), 1);
+}
