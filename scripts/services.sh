@@ -18,7 +18,8 @@
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
 #
-# Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash, curl-free.
+# Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
+# coreutils and setsid (util-linux). No Docker, no cqlsh, no other downloads.
 # Everything it downloads or writes lives in $LEDGER_SERVICES_HOME (default
 # ~/.cache/session-ledger/services), never in the work tree:
 #   m2/                 Maven local repository used for the fetch (-Dmaven.repo.local)
@@ -49,7 +50,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TEMPLATES="$SCRIPT_DIR/services"
 
-SERVICES_HOME="${LEDGER_SERVICES_HOME:-$HOME/.cache/session-ledger/services}"
+SERVICES_HOME="${LEDGER_SERVICES_HOME:-${HOME:?set HOME or LEDGER_SERVICES_HOME}/.cache/session-ledger/services}"
 KAFKA_VERSION="${LEDGER_KAFKA_VERSION:-4.1.1}"
 CASSANDRA_VERSION="${LEDGER_CASSANDRA_VERSION:-5.0.9}"
 KAFKA_HEAP="${LEDGER_KAFKA_HEAP:-512m}"
@@ -112,7 +113,7 @@ pid_of() {
   printf '%s\n' "$pid"
 }
 
-# tail_log FILE...: show the end of the first existing log, for error reports.
+# tail_log FILE...: show the end of each non-empty log, for error reports.
 tail_log() {
   local f
   for f in "$@"; do
@@ -185,13 +186,15 @@ fetch() {
   tmp="$lib.partial"
   rm -rf "$tmp"
   mkdir -p "$M2_REPO"
-  # -q -B: quiet batch mode; style.color=never: no stray ANSI resets in CI logs.
+  # -q -B: quiet batch mode. Maven 3.8 still prints bare ANSI resets (ESC[0m)
+  # even with -Dstyle.color=never: the sed drops them (pipefail keeps mvn's status).
   if ! mvn -q -B -Dstyle.color=never -f "$pom" \
       -Dmaven.repo.local="$M2_REPO" \
       -D"$prop"="$version" \
       -DincludeScope=runtime \
       -DoutputDirectory="$tmp" \
-      dependency:copy-dependencies; then
+      dependency:copy-dependencies 2>&1 |
+      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d'; then
     rm -rf "$tmp"
     die "Maven could not fetch $name $version (see the output above)"
   fi
@@ -349,15 +352,14 @@ cass_start() {
     -Dcassandra.logdir="$CASS_LOGS"
     -Dcassandra.triggers_dir="$CASS_CONF/triggers"
     -Dlogback.configurationFile="file://$CASS_CONF/logback.xml"
-    # Test-node shortcuts (the same switches Cassandra's own test suites use):
-    # no gossip settling wait, superuser-setup or shutdown-announce delay on a lone node,
-    # no sigar probing, and no fsync / forced flushes of system and schema
-    # tables. Durability across a crash is not a goal here; a clean `down`
-    # still drains. Cuts start-up and CREATE KEYSPACE/TABLE times a lot.
+    # Test-node shortcuts (switches Cassandra's own test suites use): no gossip
+    # settling wait, superuser-setup or shutdown-announce delay on a lone node,
+    # and no fsync / forced flushes of the system and schema tables.
+    # Durability across a crash is not a goal here (a clean `down` still
+    # drains); start-up and CREATE KEYSPACE/TABLE get much faster.
     -Dcassandra.skip_wait_for_gossip_to_settle=0
     -Dcassandra.superuser_setup_delay_ms=0
     -Dcassandra.shutdown_announce_in_ms=0
-    -Dcassandra.test.ignore_sigar=true
     -Dcassandra.unsafesystem=true
     -Dcassandra.test.flush_local_schema_changes=false
     -Dcassandra.skip_sync=true

@@ -1,1 +1,173 @@
+//! The projector: reads the log, folds events into per-family state and writes it to
+//! the store (D4, D5). The same code runs on the embedded backend and on Kafka + CQL.
+//!
+//! **Invariant**: at-least-once. A batch's positions are committed only after the store
+//! acknowledged the batch's writes, so a crash re-delivers, and the monotone merge
+//! makes re-delivery harmless.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ledger_core::Projection;
+use ledger_core::ports::{BackendError, LogRecord, LogSource, ProjectionStore, StartFrom};
+use tokio_util::sync::CancellationToken;
+
+/// The consumer group the projector commits its checkpoint under.
+pub const DEFAULT_GROUP: &str = "session-ledger-projector";
+
+#[derive(Clone, Debug)]
+pub struct ProjectorConfig {
+    pub group: String,
+    /// Most events folded into one store write.
+    pub batch_size: usize,
+    /// How long one poll waits for the first event.
+    pub poll_wait: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            group: DEFAULT_GROUP.to_owned(),
+            batch_size: 1000,
+            poll_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Progress, shared with the HTTP status endpoints.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    pub events_applied: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub write_errors: AtomicU64,
+    /// Events in the log not yet applied (`u64::MAX` until known).
+    pub lag: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Projector {
+    log: Arc<dyn LogSource>,
+    store: Arc<dyn ProjectionStore>,
+    config: ProjectorConfig,
+    stats: Arc<ProjectorStats>,
+}
+
+impl Projector {
+    pub fn new(
+        log: Arc<dyn LogSource>,
+        store: Arc<dyn ProjectionStore>,
+        config: ProjectorConfig,
+    ) -> Self {
+        let stats = Arc::new(ProjectorStats {
+            lag: AtomicU64::new(u64::MAX),
+            ..ProjectorStats::default()
+        });
+        Projector {
+            log,
+            store,
+            config,
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ProjectorStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled. Store and log errors are retried with
+    /// backoff (nothing is skipped); a corrupt record stops the projector.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BackendError> {
+        let group = self.config.group.clone();
+        let mut reader = retry(&shutdown, &self.stats, || {
+            self.log.reader(StartFrom::Committed {
+                group: group.clone(),
+            })
+        })
+        .await?;
+        let Some(mut reader) = reader.take() else {
+            return Ok(());
+        };
+        tracing::info!(group = %self.config.group, positions = ?reader.positions(), "projector started");
+        loop {
+            let polled = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                polled = reader.poll(self.config.batch_size, self.config.poll_wait) => polled,
+            };
+            let batch = match polled {
+                Ok(batch) => batch,
+                Err(e @ BackendError::Corrupt { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector poll failed, retrying");
+                    backoff(&shutdown, 1).await;
+                    continue;
+                }
+            };
+            if !batch.is_empty() {
+                let delta = fold(&batch);
+                let written = retry(&shutdown, &self.stats, || self.store.write(&delta)).await?;
+                if written.is_none() {
+                    return Ok(());
+                }
+                let positions = reader.positions();
+                if let Err(e) = reader.commit(&positions).await {
+                    // Not fatal: the batch is re-delivered and merges to the same state.
+                    tracing::warn!(error = %e, "projector commit failed");
+                }
+                self.stats
+                    .events_applied
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(lag) = reader.lag() {
+                self.stats.lag.store(lag, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One batch folded into the state it adds (events of one family collapse to one row).
+pub fn fold(batch: &[LogRecord]) -> Projection {
+    let mut delta = Projection::new();
+    for record in batch {
+        delta.apply(&record.event);
+    }
+    delta
+}
+
+/// Runs `op` until it succeeds or shutdown is requested (`Ok(None)`).
+async fn retry<T, F, Fut>(
+    shutdown: &CancellationToken,
+    stats: &ProjectorStats,
+    mut op: F,
+) -> Result<Option<T>, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e @ BackendError::Corrupt { .. }) => return Err(e),
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "projector backend call failed, retrying");
+                if !backoff(shutdown, attempt).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps 100 ms × 2^attempt (at most 10 s); false when shutdown came first.
+async fn backoff(shutdown: &CancellationToken, attempt: u32) -> bool {
+    let delay = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7)))
+        .min(Duration::from_secs(10));
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}

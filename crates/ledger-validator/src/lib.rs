@@ -1,1 +1,16 @@
+//! Revocation lookups (D6), as a library and over HTTP.
+//!
+//! - [`RevocationView`]: the in-memory revocation state a Rust service embeds; answers
+//!   with a [`Verdict`] and fails closed when its view is older than the bound (I7).
+//! - [`ViewFeeder`]: bootstraps the view from the store, then tails the log.
+//! - [`Introspector`]: the full check (signature, claims, revocation).
+//! - [`http`]: the RFC 7662 listener, a thin layer over the above.
 
+mod feeder;
+pub mod http;
+mod introspect;
+mod view;
+
+pub use feeder::{FeederConfig, ViewFeeder};
+pub use introspect::{Introspection, Introspector};
+pub use view::{RevocationView, Verdict, ViewStatus};

@@ -1,0 +1,113 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_core::Timestamp;
+use ledger_core::ports::{BackendError, LogSource, ProjectionStore, StartFrom};
+use tokio_util::sync::CancellationToken;
+
+use crate::RevocationView;
+
+#[derive(Clone, Debug)]
+pub struct FeederConfig {
+    /// The projector's consumer group: bootstrap resumes the log at its checkpoint.
+    pub projector_group: String,
+    pub batch_size: usize,
+    /// How long one poll waits; bounds how stale an idle view can look.
+    pub poll_wait: Duration,
+    pub prune_every: Duration,
+}
+
+impl Default for FeederConfig {
+    fn default() -> Self {
+        FeederConfig {
+            projector_group: "session-ledger-projector".to_owned(),
+            batch_size: 1000,
+            poll_wait: Duration::from_millis(500),
+            prune_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Bootstraps a [`RevocationView`] from the store, then tails the log into it.
+#[derive(Debug)]
+pub struct ViewFeeder {
+    view: Arc<RevocationView>,
+    log: Arc<dyn LogSource>,
+    store: Arc<dyn ProjectionStore>,
+    config: FeederConfig,
+}
+
+impl ViewFeeder {
+    pub fn new(
+        view: Arc<RevocationView>,
+        log: Arc<dyn LogSource>,
+        store: Arc<dyn ProjectionStore>,
+        config: FeederConfig,
+    ) -> Self {
+        ViewFeeder {
+            view,
+            log,
+            store,
+            config,
+        }
+    }
+
+    /// Runs until cancelled. Backend errors are retried; while they last the view
+    /// ages and, past the bound, answers `Stale`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BackendError> {
+        let mut reader = loop {
+            match self.bootstrap().await {
+                Ok(reader) => break reader,
+                Err(e @ BackendError::Corrupt { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "validator bootstrap failed, retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            let polled = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                polled = reader.poll(self.config.batch_size, self.config.poll_wait) => polled,
+            };
+            match polled {
+                Ok(batch) => self.view.apply(&batch, reader.positions(), reader.lag()),
+                Err(e @ BackendError::Corrupt { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "validator tail failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            if last_prune.elapsed() >= self.config.prune_every {
+                let pruned = self.view.prune(Timestamp::now());
+                tracing::debug!(pruned, "validator pruned expired entries");
+                last_prune = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Reads the projector's checkpoint *before* the snapshot: the snapshot then holds
+    /// at least everything before the checkpoint, and tailing from it misses nothing
+    /// (overlap is harmless: the view is monotone).
+    async fn bootstrap(&self) -> Result<Box<dyn ledger_core::ports::LogReader>, BackendError> {
+        let positions = self.store.committed(&self.config.projector_group).await?;
+        let snapshot = self.store.snapshot().await?;
+        let families = snapshot.families().len();
+        self.view.bootstrap(snapshot);
+        let start = if positions.is_empty() {
+            StartFrom::Beginning
+        } else {
+            StartFrom::Positions(positions.clone())
+        };
+        tracing::info!(
+            families,
+            ?positions,
+            "validator bootstrapped from the store"
+        );
+        self.log.reader(start).await
+    }
+}

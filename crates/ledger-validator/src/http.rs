@@ -1,0 +1,134 @@
+//! The validator's listener: RFC 7662 introspection and revocation lookups.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ledger_core::{SessionId, Timestamp};
+use ledger_http::{ApiError, Form, ServiceCredential, no_store_json, read_body};
+use serde_json::{Value, json};
+
+use crate::{Introspection, Introspector};
+
+/// What the validator's handlers share.
+#[derive(Clone, Debug)]
+pub struct ValidatorState {
+    pub introspector: Introspector,
+    pub credential: ServiceCredential,
+}
+
+/// Registers the validator's routes.
+pub fn configure(state: ValidatorState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .route("/oauth2/introspect", web::post().to(introspect))
+            .route("/v1/revocations/{session_id}", web::get().to(revocation))
+            .route("/v1/status", web::get().to(status))
+            .route("/healthz", web::get().to(ledger_http::healthz))
+            .route("/readyz", web::get().to(readyz));
+    }
+}
+
+async fn introspect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ValidatorState>,
+) -> Result<HttpResponse, ApiError> {
+    state.credential.check(&req)?;
+    let body = read_body(payload).await?;
+    let form = Form::parse(&req, &body)?;
+    let token = form.require("token")?;
+    let outcome = state.introspector.introspect(token, Timestamp::now());
+    let body = match &outcome {
+        Introspection::Active(claims) => {
+            let mut body = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "iss": claims.iss,
+                "aud": claims.aud,
+                "sub": claims.sub,
+                "sid": claims.sid,
+                "jti": claims.jti,
+                "iat": claims.iat,
+                "exp": claims.exp,
+            });
+            if let (Some(client_id), Some(obj)) = (&claims.client_id, body.as_object_mut()) {
+                obj.insert("client_id".into(), Value::from(client_id.clone()));
+            }
+            if let Some(obj) = body.as_object_mut() {
+                for (k, v) in &claims.extra {
+                    obj.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            body
+        }
+        other => {
+            tracing::debug!(reason = other.reason(), detail = ?other, "token not active");
+            if let Introspection::Stale(v) = other {
+                tracing::warn!(verdict = ?v, "introspection failed closed: revocation view is stale");
+            }
+            json!({ "active": false })
+        }
+    };
+    Ok(no_store_json(StatusCode::OK, &body))
+}
+
+async fn revocation(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<ValidatorState>,
+) -> Result<HttpResponse, ApiError> {
+    state.credential.check(&req)?;
+    let id = SessionId::parse(&path)
+        .map_err(|e| ApiError::invalid_request(format!("session id: {e}")))?;
+    let view = state.introspector.view();
+    let status = view.status();
+    let body = match view.revocation(id) {
+        Some(r) => json!({
+            "session_id": id,
+            "revoked": true,
+            "revoked_at": r.at,
+            "reason": r.reason,
+            "keep_until": r.keep_until,
+            "view_caught_up_at": status.caught_up_at,
+        }),
+        None => json!({
+            "session_id": id,
+            "revoked": false,
+            "known": view.family(id).is_some(),
+            "view_caught_up_at": status.caught_up_at,
+        }),
+    };
+    Ok(no_store_json(StatusCode::OK, &body))
+}
+
+async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
+    let view = state.introspector.view();
+    let s = view.status();
+    let now = Timestamp::now();
+    let positions: Vec<Value> = s
+        .positions
+        .iter()
+        .map(|p| json!({ "partition": p.partition, "next_offset": p.offset }))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "bootstrapped": s.bootstrapped,
+        "positions": positions,
+        "lag": s.lag,
+        "caught_up_at": s.caught_up_at,
+        "staleness_ms": s.caught_up_at.map(|t| now.duration_since(t).as_millis()),
+        "max_staleness_ms": view.max_staleness().as_millis(),
+        "stale": view.staleness(now).is_some(),
+        "families": s.families,
+        "subjects": s.subjects,
+    }))
+}
+
+async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {
+    let view = state.introspector.view();
+    let ready = view.status().bootstrapped && view.staleness(Timestamp::now()).is_none();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(json!({ "ready": ready }))
+}
