@@ -72,10 +72,14 @@ pub trait LogReader: Send + std::fmt::Debug {
     fn lag(&self) -> Option<u64>;
 }
 
-/// Opens readers on the log.
+/// Opens readers on the log and knows consumer groups' checkpoints.
 #[async_trait]
 pub trait LogSource: Send + Sync + std::fmt::Debug {
     async fn reader(&self, start: StartFrom) -> Result<Box<dyn LogReader>, BackendError>;
+
+    /// A consumer group's committed positions (next offset per partition); empty when
+    /// the group never committed.
+    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError>;
 }
 
 /// The projected state (D4, D5): per-family state and per-subject revocations.
@@ -92,8 +96,6 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<SubjectRevocation>, BackendError>;
     /// Everything still retained, for a validator's bootstrap.
     async fn snapshot(&self) -> Result<Projection, BackendError>;
-    /// A consumer group's committed positions, when the store keeps them.
-    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError>;
 }
 
 /// Reads one family's events back for the status endpoint and auditors.

@@ -232,6 +232,27 @@ impl LogSource for Embedded {
             appended: self.inner.appended.subscribe(),
         }))
     }
+
+    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError> {
+        let group = group.to_owned();
+        let next: Option<i64> = self
+            .read(move |c| {
+                c.query_row(
+                    "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
+                    [group],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(next
+            .map(|n| Position {
+                partition: 0,
+                offset: u64::try_from(n).unwrap_or_default(),
+            })
+            .into_iter()
+            .collect())
+    }
 }
 
 /// Reads the embedded log from a position, waking when something is appended.
@@ -443,27 +464,6 @@ impl ProjectionStore for Embedded {
             projection.merge_subject(&decode_or_corrupt(&b, "subjects")?);
         }
         Ok(projection)
-    }
-
-    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError> {
-        let group = group.to_owned();
-        let next: Option<i64> = self
-            .read(move |c| {
-                c.query_row(
-                    "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
-                    [group],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
-        Ok(next
-            .map(|n| Position {
-                partition: 0,
-                offset: u64::try_from(n).unwrap_or_default(),
-            })
-            .into_iter()
-            .collect())
     }
 }
 

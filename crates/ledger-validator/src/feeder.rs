@@ -94,7 +94,7 @@ impl ViewFeeder {
     /// at least everything before the checkpoint, and tailing from it misses nothing
     /// (overlap is harmless: the view is monotone).
     async fn bootstrap(&self) -> Result<Box<dyn ledger_core::ports::LogReader>, BackendError> {
-        let positions = self.store.committed(&self.config.projector_group).await?;
+        let positions = self.log.committed(&self.config.projector_group).await?;
         let snapshot = self.store.snapshot().await?;
         let families = snapshot.families().len();
         self.view.bootstrap(snapshot);
