@@ -1,1 +1,11 @@
+//! The API: opens sessions, refreshes and revokes them, by deciding with the core and
+//! appending the events to the log before answering (D1, I1).
+//!
+//! - [`SessionService`]: the use cases, over the ports; no HTTP in it.
+//! - [`http`]: the actix-web listener (RFC 6749 token endpoint, RFC 7009 revocation,
+//!   JWKS, the service endpoints).
 
+pub mod http;
+mod service;
+
+pub use service::{Grant, OpenSession, ServiceConfig, SessionError, SessionService, SessionView};

@@ -12,6 +12,8 @@ mod access;
 mod keys;
 mod refresh;
 
-pub use access::{AccessClaims, AccessTokenIssuer, AccessTokenValidator, MintAccess, TokenError};
+pub use access::{
+    AccessClaims, AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, TokenError,
+};
 pub use keys::{KeyDir, KeyError, SigningKeys, VerificationKeys};
 pub use refresh::{RefreshTokenError, RefreshTokens};

@@ -1,1 +1,142 @@
-fn main() {}
+//! `session-ledger`: revocable JWT sessions. `dev` runs everything in one process on
+//! the embedded backend; `api`, `projector` and `validator` run one role each.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use session_ledger::config::VARIABLES;
+use session_ledger::{Roles, Settings, start};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "session-ledger", version, about, after_help = config_help())]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Api, projector and validator in one process on the embedded backend.
+    Dev,
+    /// The HTTP API: sessions, token refresh, revocation, JWKS.
+    Api,
+    /// Builds the revocation state from the log.
+    Projector,
+    /// Answers revocation lookups and introspection (RFC 7662).
+    Validator,
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Adds a new access-token signing key; the previous one stays published in the
+    /// JWKS so tokens it signed stay valid. Restart the services to use it.
+    RotateSigning,
+    /// Adds a new refresh-token MAC key; tokens under older keys still verify.
+    RotateRefresh,
+}
+
+fn config_help() -> String {
+    let mut help = String::from("Configuration (environment):\n");
+    for (name, default, what) in VARIABLES {
+        help.push_str(&format!("  {name:<32} {what} [default: {default}]\n"));
+    }
+    help
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("LEDGER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("session-ledger: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let roles = match cli.command {
+        Command::Dev => Roles::ALL,
+        Command::Api => Roles {
+            api: true,
+            projector: false,
+            validator: false,
+        },
+        Command::Projector => Roles {
+            api: false,
+            projector: true,
+            validator: false,
+        },
+        Command::Validator => Roles {
+            api: false,
+            projector: false,
+            validator: true,
+        },
+        Command::Keys { command } => return keys(&settings, command),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("session-ledger: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings, roles)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("session-ledger: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let mut running = start(settings, roles).await?;
+    if let Some(addr) = running.api_addr {
+        println!("api listening on http://{addr}");
+    }
+    if let Some(addr) = running.validator_addr {
+        println!("validator listening on http://{addr}");
+    }
+    if running.service_token_generated {
+        println!(
+            "service token (generated; set LEDGER_SERVICE_TOKEN to choose one): {}",
+            running.service_token
+        );
+    }
+    let shutdown = running.shutdown_token();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        }
+    });
+    running.wait().await
+}
+
+fn keys(settings: &Settings, command: KeysCommand) -> ExitCode {
+    let dir = ledger_token::KeyDir::new(settings.data_dir.join("keys"));
+    let added = match command {
+        KeysCommand::RotateSigning => dir.load_or_create().and_then(|_| dir.add_signing_key()),
+        KeysCommand::RotateRefresh => dir.load_or_create().and_then(|_| dir.add_refresh_key()),
+    };
+    match added {
+        Ok(kid) => {
+            println!("added key {kid} in {}", dir.path().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("session-ledger: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,524 @@
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionStore};
+use ledger_core::{
+    Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
+    Policy, RevokeReason, SessionId, Subject, SubjectRevocation, Timestamp, TraceContext, decide,
+    decide_subject_revoke,
+};
+use ledger_token::{
+    AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, RefreshTokens,
+};
+
+/// Largest serialised `claims` object accepted at login.
+const MAX_CLAIMS_BYTES: usize = 4096;
+const MAX_CLIENT_ID_LEN: usize = 255;
+/// Per-family serialisation: requests for one family in one instance queue up here.
+const LOCK_STRIPES: usize = 1024;
+
+/// Why a request could not be served. Each variant maps to one HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("unknown session")]
+    NotFound,
+    /// The log or store did not acknowledge; nothing was issued, retrying is safe.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<BackendError> for SessionError {
+    fn from(e: BackendError) -> Self {
+        tracing::warn!(error = %e, "backend call failed");
+        SessionError::Unavailable("the session log is unavailable, retry shortly".into())
+    }
+}
+
+impl From<DomainError> for SessionError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::StateBehind => {
+                SessionError::Unavailable("session state is catching up, retry shortly".into())
+            }
+            DomainError::Revoked { .. } => SessionError::InvalidGrant("session was revoked".into()),
+            other => SessionError::InvalidGrant(other.to_string()),
+        }
+    }
+}
+
+/// A login, as the login service asks for it.
+#[derive(Clone, Debug, Default)]
+pub struct OpenSession {
+    pub subject: String,
+    pub client_id: Option<String>,
+    pub claims: Option<serde_json::Value>,
+}
+
+/// Tokens handed out by a login or a refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub session_id: SessionId,
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+    pub session_expires_at: Timestamp,
+}
+
+/// A family's state and history, for the status endpoint.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub state: FamilyState,
+    pub status: FamilyStatus,
+    pub history: Vec<Event>,
+}
+
+/// Settings of a [`SessionService`].
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub policy: Policy,
+    pub region: String,
+    /// How long this instance trusts its own writes over a lagging projection.
+    pub read_your_writes: Duration,
+}
+
+/// The session use cases over the ports.
+///
+/// **Invariant** (I1): no token is returned before `EventLog::append` acknowledged the
+/// event that records it.
+#[derive(Debug)]
+pub struct SessionService {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    history: Arc<dyn HistorySource>,
+    issuer: AccessTokenIssuer,
+    access_validator: AccessTokenValidator,
+    refresh_tokens: RefreshTokens,
+    config: ServiceConfig,
+    locks: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+    recent: Mutex<Recent>,
+    writes: AtomicU64,
+}
+
+/// What this instance appended lately, merged over the store's answers so a refresh
+/// right after login works before the projector caught up (read your own writes).
+#[derive(Debug, Default)]
+struct Recent {
+    families: HashMap<SessionId, (FamilyState, Instant)>,
+    subjects: HashMap<Subject, (SubjectRevocation, Instant)>,
+}
+
+impl SessionService {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        history: Arc<dyn HistorySource>,
+        issuer: AccessTokenIssuer,
+        access_validator: AccessTokenValidator,
+        refresh_tokens: RefreshTokens,
+        config: ServiceConfig,
+    ) -> Self {
+        SessionService {
+            log,
+            store,
+            history,
+            issuer,
+            access_validator,
+            refresh_tokens,
+            config,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+            recent: Mutex::new(Recent::default()),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.issuer.keys().jwks()
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    /// A login: opens a family and returns its first tokens.
+    pub async fn open(
+        &self,
+        request: OpenSession,
+        trace: Option<TraceContext>,
+    ) -> Result<Grant, SessionError> {
+        let subject = Subject::parse(request.subject)
+            .map_err(|e| SessionError::InvalidRequest(e.to_string()))?;
+        let client_id = request.client_id.map(validate_client_id).transpose()?;
+        let claims = validate_claims(request.claims)?;
+        let session_id = SessionId::generate();
+        let subject_revocation = self.subject_revocation(&subject).await?;
+        let now = Timestamp::now();
+        let jti = new_jti();
+        let command = Command::Open {
+            session_id,
+            subject: subject.clone(),
+            client_id,
+            claims,
+            access_jti: jti.clone(),
+        };
+        let events = decide(
+            None,
+            subject_revocation.as_ref(),
+            command,
+            &self.ctx(now, trace),
+        )?;
+        self.append(&events).await?;
+        let state = self.remembered(session_id).ok_or(SessionError::NotFound)?;
+        tracing::info!(%session_id, %subject, "session opened");
+        Ok(self.grant(&state, &events, now))
+    }
+
+    /// `grant_type=refresh_token` (RFC 6749 §6) with the rotation rules of D3.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        trace: Option<TraceContext>,
+    ) -> Result<Grant, SessionError> {
+        let (session_id, presented) = self.refresh_tokens.parse(refresh_token).map_err(|e| {
+            tracing::info!(error = %e, "refresh token refused");
+            SessionError::InvalidGrant("refresh token is invalid".into())
+        })?;
+        let _guard = self.lock(session_id).await;
+        let state = self
+            .family(session_id)
+            .await?
+            .ok_or_else(|| SessionError::InvalidGrant("refresh token is invalid".into()))?;
+        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let now = Timestamp::now();
+        let command = Command::Refresh {
+            session_id,
+            presented,
+            access_jti: new_jti(),
+        };
+        let events = decide(
+            Some(&state),
+            subject_revocation.as_ref(),
+            command,
+            &self.ctx(now, trace),
+        )
+        .inspect_err(|e| tracing::info!(%session_id, %presented, error = %e, "refresh refused"))?;
+        self.append(&events).await?;
+        let Some(Event {
+            kind: EventKind::SessionRefreshed(refreshed),
+            ..
+        }) = events.first()
+        else {
+            tracing::warn!(
+                %session_id,
+                %presented,
+                "refresh token reuse detected, session revoked"
+            );
+            return Err(SessionError::InvalidGrant(
+                "refresh token was already used; the session is revoked".into(),
+            ));
+        };
+        if refreshed.grace_retry {
+            tracing::info!(%session_id, %presented, "refresh retried within grace");
+        }
+        let state = self.remembered(session_id).unwrap_or(state);
+        Ok(self.grant(&state, &events, now))
+    }
+
+    /// RFC 7009: revoke the family the token belongs to. Unknown, invalid or already
+    /// revoked tokens are not an error.
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        hint: Option<&str>,
+        trace: Option<TraceContext>,
+    ) -> Result<(), SessionError> {
+        let as_refresh = || self.refresh_tokens.parse(token).ok().map(|(id, _)| id);
+        let as_access = || {
+            self.access_validator
+                .validate(token, Timestamp::now())
+                .ok()
+                .and_then(|c| c.session_id().ok())
+        };
+        let session_id = if hint == Some("access_token") {
+            as_access().or_else(as_refresh)
+        } else {
+            as_refresh().or_else(as_access)
+        };
+        let Some(session_id) = session_id else {
+            return Ok(());
+        };
+        self.revoke_session(session_id, RevokeReason::Logout, trace)
+            .await
+    }
+
+    /// Revokes one family (signout, or an operator).
+    pub async fn revoke_session(
+        &self,
+        session_id: SessionId,
+        reason: RevokeReason,
+        trace: Option<TraceContext>,
+    ) -> Result<(), SessionError> {
+        let _guard = self.lock(session_id).await;
+        let Some(state) = self.family(session_id).await? else {
+            return Ok(());
+        };
+        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let command = Command::Revoke { session_id, reason };
+        let events = decide(
+            Some(&state),
+            subject_revocation.as_ref(),
+            command,
+            &self.ctx(Timestamp::now(), trace),
+        )?;
+        self.append(&events).await?;
+        if !events.is_empty() {
+            tracing::info!(%session_id, reason = reason.as_str(), "session revoked");
+        }
+        Ok(())
+    }
+
+    /// Signs a subject out everywhere: every family opened up to now is revoked.
+    pub async fn revoke_subject(
+        &self,
+        subject: &str,
+        trace: Option<TraceContext>,
+    ) -> Result<SubjectRevocation, SessionError> {
+        let subject =
+            Subject::parse(subject).map_err(|e| SessionError::InvalidRequest(e.to_string()))?;
+        let event = decide_subject_revoke(
+            subject.clone(),
+            RevokeReason::Admin,
+            &self.ctx(Timestamp::now(), trace),
+        );
+        self.append(std::slice::from_ref(&event)).await?;
+        tracing::info!(%subject, "subject revoked everywhere");
+        SubjectRevocation::from_event(&event).ok_or(SessionError::NotFound)
+    }
+
+    /// Status and history of one family.
+    pub async fn session(&self, session_id: SessionId) -> Result<SessionView, SessionError> {
+        let state = self
+            .family(session_id)
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let status = FamilyStatus::of(&state, subject_revocation.as_ref(), Timestamp::now());
+        let history = self.history.history(session_id).await?;
+        Ok(SessionView {
+            state,
+            status,
+            history,
+        })
+    }
+
+    /// Whether the backend answers (readiness).
+    pub async fn ready(&self) -> bool {
+        self.store
+            .family(SessionId::from_uuid(uuid::Uuid::nil()))
+            .await
+            .is_ok()
+    }
+
+    fn ctx(&self, now: Timestamp, trace_context: Option<TraceContext>) -> DecideContext<'_> {
+        DecideContext {
+            now,
+            policy: &self.config.policy,
+            region: &self.config.region,
+            trace_context,
+        }
+    }
+
+    async fn lock(&self, id: SessionId) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe =
+            usize::try_from(self.hasher.hash_one(id) % LOCK_STRIPES as u64).unwrap_or_default();
+        self.locks[stripe].lock().await
+    }
+
+    /// Appends, then remembers what was appended (read your own writes).
+    async fn append(&self, events: &[Event]) -> Result<(), SessionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.log.append(events).await?;
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events {
+            if let Some(f) = FamilyState::from_event(event) {
+                recent
+                    .families
+                    .entry(f.session_id)
+                    .and_modify(|(s, at)| {
+                        s.merge(&f);
+                        *at = now;
+                    })
+                    .or_insert((f, now));
+            } else if let Some(s) = SubjectRevocation::from_event(event) {
+                recent
+                    .subjects
+                    .entry(s.subject.clone())
+                    .and_modify(|(r, at)| {
+                        r.merge(&s);
+                        *at = now;
+                    })
+                    .or_insert((s, now));
+            }
+        }
+        if self.writes.fetch_add(1, Ordering::Relaxed).is_multiple_of(256) {
+            let window = self.config.read_your_writes;
+            recent.families.retain(|_, (_, at)| at.elapsed() < window);
+            recent.subjects.retain(|_, (_, at)| at.elapsed() < window);
+        }
+        Ok(())
+    }
+
+    fn remembered(&self, id: SessionId) -> Option<FamilyState> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.families.get(&id).map(|(s, _)| s.clone())
+    }
+
+    /// The store's view of a family merged with this instance's recent writes.
+    async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
+        let stored = self.store.family(id).await?;
+        let window = self.config.read_your_writes;
+        let recent = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent
+                .families
+                .get(&id)
+                .filter(|(_, at)| at.elapsed() < window)
+                .map(|(s, _)| s.clone())
+        };
+        Ok(match (stored, recent) {
+            (Some(mut s), Some(r)) => {
+                s.merge(&r);
+                Some(s)
+            }
+            (s, r) => s.or(r),
+        })
+    }
+
+    async fn subject_revocation(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, SessionError> {
+        let stored = self.store.subject_revocation(subject).await?;
+        let window = self.config.read_your_writes;
+        let recent = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent
+                .subjects
+                .get(subject)
+                .filter(|(_, at)| at.elapsed() < window)
+                .map(|(s, _)| s.clone())
+        };
+        Ok(match (stored, recent) {
+            (Some(mut s), Some(r)) => {
+                s.merge(&r);
+                Some(s)
+            }
+            (s, r) => s.or(r),
+        })
+    }
+
+    /// Mints the tokens the (acknowledged) issue/refresh event describes.
+    fn grant(&self, state: &FamilyState, events: &[Event], now: Timestamp) -> Grant {
+        let (jti, access_expires_at, refresh_expires_at, generation) = match events.first() {
+            Some(Event {
+                kind: EventKind::SessionIssued(e),
+                ..
+            }) => (
+                e.access_jti.as_str(),
+                e.access_expires_at,
+                e.refresh_expires_at,
+                Generation::INITIAL,
+            ),
+            Some(
+                event @ Event {
+                    kind: EventKind::SessionRefreshed(e),
+                    ..
+                },
+            ) => (
+                e.access_jti.as_str(),
+                e.access_expires_at,
+                e.refresh_expires_at,
+                event.generation.unwrap_or_default(),
+            ),
+            _ => unreachable!("grant is only called with an issue or refresh event"),
+        };
+        let no_claims = serde_json::Map::new();
+        let access_token = self.issuer.mint(&MintAccess {
+            subject: &state.subject,
+            session_id: state.session_id,
+            jti,
+            issued_at: now,
+            expires_at: access_expires_at,
+            client_id: state.client_id.as_deref(),
+            extra: state.claims.as_ref().unwrap_or(&no_claims),
+        });
+        Grant {
+            session_id: state.session_id,
+            access_token,
+            expires_in: access_expires_at.duration_since(now).as_secs(),
+            refresh_token: self.refresh_tokens.mint(state.session_id, generation),
+            refresh_expires_in: refresh_expires_at.duration_since(now).as_secs(),
+            session_expires_at: state.window.expires_at,
+        }
+    }
+}
+
+fn new_jti() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn validate_client_id(client_id: String) -> Result<String, SessionError> {
+    if client_id.is_empty()
+        || client_id.len() > MAX_CLIENT_ID_LEN
+        || client_id.chars().any(char::is_control)
+    {
+        return Err(SessionError::InvalidRequest(format!(
+            "client_id must be 1 to {MAX_CLIENT_ID_LEN} printable characters"
+        )));
+    }
+    Ok(client_id)
+}
+
+fn validate_claims(
+    claims: Option<serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, SessionError> {
+    let claims = match claims {
+        None | Some(serde_json::Value::Null) => return Ok(serde_json::Map::new()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => {
+            return Err(SessionError::InvalidRequest(
+                "claims must be a JSON object".into(),
+            ));
+        }
+    };
+    if let Some(reserved) = claims
+        .keys()
+        .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+    {
+        return Err(SessionError::InvalidRequest(format!(
+            "claim {reserved} is set by the service and cannot be given"
+        )));
+    }
+    let size = serde_json::to_vec(&claims).map_or(usize::MAX, |v| v.len());
+    if size > MAX_CLAIMS_BYTES {
+        return Err(SessionError::InvalidRequest(format!(
+            "claims must serialise to at most {MAX_CLAIMS_BYTES} bytes"
+        )));
+    }
+    Ok(claims)
+}

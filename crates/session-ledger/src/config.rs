@@ -1,0 +1,235 @@
+//! Configuration from the environment. A bad value stops start-up with a message that
+//! names the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ledger_core::Policy;
+
+/// Longest clock leeway accepted: more would make expired tokens linger (RFC 8725).
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var}: {message} (got {value:?})")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("{var} is required for this command")]
+    Missing { var: &'static str },
+    #[error("session policy: {0}")]
+    Policy(String),
+}
+
+/// Everything the subcommands read from the environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub api_addr: SocketAddr,
+    pub validator_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub service_token: Option<String>,
+    pub issuer: String,
+    pub audience: String,
+    pub region: String,
+    pub policy: Policy,
+    pub validator_max_staleness: Duration,
+    /// How long the API trusts its own recent writes over a lagging projection.
+    pub read_your_writes: Duration,
+}
+
+/// Every variable, with its default, for `--help` and the README.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("LEDGER_API_ADDR", "127.0.0.1:8080", "API listener"),
+    (
+        "LEDGER_VALIDATOR_ADDR",
+        "127.0.0.1:8081",
+        "validator listener",
+    ),
+    (
+        "LEDGER_DATA_DIR",
+        "./data",
+        "embedded log, projection and keys",
+    ),
+    (
+        "LEDGER_SERVICE_TOKEN",
+        "(dev: generated)",
+        "bearer credential of the service endpoints",
+    ),
+    ("LEDGER_ISSUER", "session-ledger", "iss of access tokens"),
+    ("LEDGER_AUDIENCE", "session-ledger", "aud of access tokens"),
+    ("LEDGER_REGION", "local", "region recorded in events"),
+    ("LEDGER_ACCESS_TTL", "15m", "access token lifetime"),
+    (
+        "LEDGER_REFRESH_IDLE_TTL",
+        "24h",
+        "refresh token lifetime since its rotation",
+    ),
+    (
+        "LEDGER_SESSION_MAX_TTL",
+        "30d",
+        "absolute session deadline after login",
+    ),
+    (
+        "LEDGER_REFRESH_GRACE",
+        "10s",
+        "window in which the previous refresh token gets the same successor",
+    ),
+    (
+        "LEDGER_CLOCK_LEEWAY",
+        "10s",
+        "leeway on exp/iat when validating (at most 5m)",
+    ),
+    (
+        "LEDGER_CLOCK_SKEW_MARGIN",
+        "30s",
+        "extra time revocation entries are kept",
+    ),
+    (
+        "LEDGER_VALIDATOR_MAX_STALENESS",
+        "30s",
+        "older views fail closed",
+    ),
+    (
+        "LEDGER_READ_YOUR_WRITES",
+        "60s",
+        "how long the API trusts its own writes over the projection",
+    ),
+];
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let value = |var: &'static str| -> (String, &'static str) {
+            let default = VARIABLES
+                .iter()
+                .find(|(name, _, _)| *name == var)
+                .map_or("", |(_, d, _)| d);
+            (get(var).unwrap_or_else(|| default.to_owned()), var)
+        };
+        let addr = |var| {
+            let (v, var) = value(var);
+            v.parse::<SocketAddr>().map_err(|e| invalid(var, &v, e))
+        };
+        let duration = |var| {
+            let (v, var) = value(var);
+            humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))
+        };
+        let text = |var| {
+            let (v, var) = value(var);
+            if v.trim().is_empty() {
+                Err(invalid(var, &v, "must not be empty"))
+            } else {
+                Ok(v)
+            }
+        };
+        let service_token = match get("LEDGER_SERVICE_TOKEN") {
+            Some(t) if t.len() < 16 => {
+                return Err(invalid(
+                    "LEDGER_SERVICE_TOKEN",
+                    "<redacted>",
+                    "must be at least 16 characters",
+                ));
+            }
+            t => t,
+        };
+        let policy = Policy {
+            access_ttl: duration("LEDGER_ACCESS_TTL")?,
+            refresh_idle_ttl: duration("LEDGER_REFRESH_IDLE_TTL")?,
+            session_max_ttl: duration("LEDGER_SESSION_MAX_TTL")?,
+            refresh_grace: duration("LEDGER_REFRESH_GRACE")?,
+            clock_leeway: duration("LEDGER_CLOCK_LEEWAY")?,
+            skew_margin: duration("LEDGER_CLOCK_SKEW_MARGIN")?,
+        };
+        if policy.clock_leeway > MAX_LEEWAY {
+            let (v, var) = value("LEDGER_CLOCK_LEEWAY");
+            return Err(invalid(var, &v, "must be at most 5m"));
+        }
+        policy
+            .validate()
+            .map_err(|e| ConfigError::Policy(e.to_string()))?;
+        Ok(Settings {
+            api_addr: addr("LEDGER_API_ADDR")?,
+            validator_addr: addr("LEDGER_VALIDATOR_ADDR")?,
+            data_dir: PathBuf::from(text("LEDGER_DATA_DIR")?),
+            service_token,
+            issuer: text("LEDGER_ISSUER")?,
+            audience: text("LEDGER_AUDIENCE")?,
+            region: text("LEDGER_REGION")?,
+            policy,
+            validator_max_staleness: duration("LEDGER_VALIDATOR_MAX_STALENESS")?,
+            read_your_writes: duration("LEDGER_READ_YOUR_WRITES")?,
+        })
+    }
+
+    /// The service token, required outside `dev`.
+    pub fn require_service_token(&self) -> Result<&str, ConfigError> {
+        self.service_token.as_deref().ok_or(ConfigError::Missing {
+            var: "LEDGER_SERVICE_TOKEN",
+        })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.policy.access_ttl, Duration::from_secs(900));
+        assert_eq!(s.api_addr.port(), 8080);
+        assert_eq!(s.service_token, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = with(&[("LEDGER_ACCESS_TTL", "soon")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_ACCESS_TTL: "), "{err}");
+        let err = with(&[("LEDGER_API_ADDR", "localhost")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_API_ADDR: "), "{err}");
+        let err = with(&[("LEDGER_CLOCK_LEEWAY", "1h")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_CLOCK_LEEWAY: "),
+            "{err}"
+        );
+        let err = with(&[("LEDGER_SERVICE_TOKEN", "short")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_SERVICE_TOKEN: "),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret is not echoed"
+        );
+    }
+
+    #[test]
+    fn zero_leeway_is_allowed_and_contradictions_are_not() {
+        assert!(with(&[("LEDGER_CLOCK_LEEWAY", "0s")]).is_ok());
+        let err = with(&[("LEDGER_REFRESH_GRACE", "2d")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Policy(_)), "{err}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The `session-ledger` binary's wiring: configuration, backends and the three roles
+//! (api, projector, validator), so tests can start the real thing in-process.
+
+pub mod config;
+mod run;
+
+pub use config::{ConfigError, Settings};
+pub use run::{Roles, Running, start};
