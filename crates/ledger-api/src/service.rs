@@ -375,7 +375,11 @@ impl SessionService {
                     .or_insert((s, now));
             }
         }
-        if self.writes.fetch_add(1, Ordering::Relaxed).is_multiple_of(256) {
+        if self
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(256)
+        {
             let window = self.config.read_your_writes;
             recent.families.retain(|_, (_, at)| at.elapsed() < window);
             recent.subjects.retain(|_, (_, at)| at.elapsed() < window);

@@ -1,0 +1,151 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use session_ledger::{Roles, Running, Settings, start};
+
+pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
+
+pub struct TestApp {
+    pub api: String,
+    pub validator: String,
+    pub client: reqwest::Client,
+    pub running: Option<Running>,
+    /// Keeps the data directory of an in-process app alive as long as the app.
+    pub _data: Option<tempfile::TempDir>,
+}
+
+/// Environment for a test instance: ports 0, a fresh data directory.
+pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
+    HashMap::from([
+        ("LEDGER_API_ADDR".into(), "127.0.0.1:0".into()),
+        ("LEDGER_VALIDATOR_ADDR".into(), "127.0.0.1:0".into()),
+        ("LEDGER_DATA_DIR".into(), dir.display().to_string()),
+        ("LEDGER_SERVICE_TOKEN".into(), SERVICE_TOKEN.into()),
+        ("LEDGER_ISSUER".into(), "https://ledger.test".into()),
+        ("LEDGER_AUDIENCE".into(), "resource-servers".into()),
+    ])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts api, projector and validator in-process with extra variables.
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(dir.path());
+    for (k, v) in vars {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let running = start(settings, Roles::ALL).await.unwrap();
+    TestApp {
+        api: format!("http://{}", running.api_addr.unwrap()),
+        validator: format!("http://{}", running.validator_addr.unwrap()),
+        client: reqwest::Client::new(),
+        running: Some(running),
+        _data: Some(dir),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.shutdown_token().cancel();
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn login(&self, subject: &str) -> Value {
+        let response = self
+            .open(&serde_json::json!({ "subject": subject, "client_id": "web" }))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn open(&self, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/v1/sessions", self.api))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.client
+            .post(format!("{}/oauth2/token", self.api))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn refresh_ok(&self, refresh_token: &str) -> Value {
+        let response = self.refresh(refresh_token).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn revoke(&self, token: &str) -> Response {
+        self.client
+            .post(format!("{}/oauth2/revoke", self.api))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn introspect(&self, access_token: &str) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/oauth2/introspect", self.validator))
+            .bearer_auth(SERVICE_TOKEN)
+            .form(&[("token", access_token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn session(&self, id: &str) -> Response {
+        self.client
+            .get(format!("{}/v1/sessions/{id}", self.api))
+            .bearer_auth(SERVICE_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until the validator's answer for `token` is `active`.
+    pub async fn await_active(&self, token: &str, active: bool) -> Duration {
+        let start = std::time::Instant::now();
+        loop {
+            if self.introspect(token).await["active"] == active {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "validator never answered active={active}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+pub fn str_field<'a>(v: &'a Value, name: &str) -> &'a str {
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
