@@ -180,3 +180,119 @@ impl RevocationView {
             .digest()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ledger_core::ports::{LogRecord, Position};
+    use ledger_core::{
+        Command, DecideContext, Event, Policy, RevokeReason, SessionId, Subject, Timestamp, decide,
+        decide_subject_revoke,
+    };
+
+    use super::{RevocationView, Verdict};
+
+    fn records(events: &[Event]) -> Vec<LogRecord> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| LogRecord {
+                position: Position {
+                    partition: 0,
+                    offset: i as u64 + 1,
+                },
+                event: e.clone(),
+            })
+            .collect()
+    }
+
+    fn login_and_logout(now: Timestamp) -> (SessionId, Vec<Event>) {
+        let policy = Policy::default();
+        let ctx = DecideContext {
+            now,
+            policy: &policy,
+            region: "t",
+            trace_context: None,
+        };
+        let id = SessionId::generate();
+        let open = Command::Open {
+            session_id: id,
+            subject: Subject::parse("alice").unwrap(),
+            client_id: None,
+            claims: Default::default(),
+            access_jti: "j".into(),
+        };
+        let issued = decide(None, None, open, &ctx).unwrap();
+        let mut p = ledger_core::Projection::new();
+        p.apply(&issued[0]);
+        let revoke = Command::Revoke {
+            session_id: id,
+            reason: RevokeReason::Logout,
+        };
+        let revoked = decide(p.family(&id), None, revoke, &ctx).unwrap();
+        (id, [issued, revoked].concat())
+    }
+
+    #[test]
+    fn a_view_that_never_caught_up_fails_closed() {
+        let view = RevocationView::new(Duration::from_secs(5));
+        let now = Timestamp::now();
+        let verdict = view.check(SessionId::generate(), "alice", now, now);
+        assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_view_older_than_the_bound_fails_closed_and_says_how_old() {
+        let view = RevocationView::new(Duration::from_secs(5));
+        let now = Timestamp::now();
+        let (id, events) = login_and_logout(now);
+        view.apply(&records(&events[..1]), vec![], Some(0));
+        assert_eq!(view.check(id, "alice", now, now), Verdict::Active);
+        let later = now.saturating_add(Duration::from_secs(6));
+        match view.check(id, "alice", now, later) {
+            Verdict::Stale { age } => assert!(age >= Duration::from_secs(5), "{age:?}"),
+            other => panic!("expected stale, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn revocations_apply_and_duplicates_are_harmless() {
+        let view = RevocationView::new(Duration::from_secs(5));
+        let now = Timestamp::now();
+        let (id, events) = login_and_logout(now);
+        let all = records(&events);
+        view.apply(&all, vec![], Some(0));
+        view.apply(&all, vec![], Some(0));
+        match view.check(id, "alice", now, now) {
+            Verdict::Revoked { reason, .. } => assert_eq!(reason, RevokeReason::Logout),
+            other => panic!("expected revoked, got {other:?}"),
+        }
+        assert!(view.revocation(id).is_some());
+    }
+
+    #[test]
+    fn a_subject_revocation_covers_unknown_families_issued_before_it() {
+        let view = RevocationView::new(Duration::from_secs(5));
+        let now = Timestamp::now();
+        let policy = Policy::default();
+        let ctx = DecideContext {
+            now,
+            policy: &policy,
+            region: "t",
+            trace_context: None,
+        };
+        let event =
+            decide_subject_revoke(Subject::parse("bob").unwrap(), RevokeReason::Admin, &ctx);
+        view.apply(&records(&[event]), vec![], Some(0));
+        let before = now.saturating_sub(Duration::from_secs(1));
+        let after = now.saturating_add(Duration::from_secs(1));
+        let unknown = SessionId::generate();
+        assert!(matches!(
+            view.check(unknown, "bob", before, now),
+            Verdict::Revoked { .. }
+        ));
+        assert_eq!(view.check(unknown, "bob", after, now), Verdict::Active);
+        assert_eq!(view.check(unknown, "carol", before, now), Verdict::Active);
+    }
+}
