@@ -23,4 +23,4 @@ fi
 
 export LEDGER_KAFKA_BROKERS="${LEDGER_KAFKA_BROKERS:-127.0.0.1:9092}"
 export LEDGER_SCYLLA_NODES="${LEDGER_SCYLLA_NODES:-127.0.0.1:9042}"
-cargo test --workspace --locked "$@"
+cargo test --workspace "$@"
