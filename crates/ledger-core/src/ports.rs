@@ -96,6 +96,13 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<SubjectRevocation>, BackendError>;
     /// Everything still retained, for a validator's bootstrap.
     async fn snapshot(&self) -> Result<Projection, BackendError>;
+
+    /// Keeps the events of a batch for [`HistorySource::history`], when the store is
+    /// where history is read from. The embedded log is its own history: nothing to do.
+    async fn record_history(&self, events: &[Event]) -> Result<(), BackendError> {
+        let _ = events;
+        Ok(())
+    }
 }
 
 /// Reads one family's events back for the status endpoint and auditors.

@@ -1,0 +1,525 @@
+//! The Apache Kafka adapter: the event log (D1) on a Kafka topic.
+//!
+//! [`KafkaLog`] implements [`EventLog`] with an idempotent producer (`acks=all`) that
+//! answers only once every delivery report came back, and [`LogSource`] with readers
+//! ([`KafkaReader`]) that either tail the topic from explicit positions (validators,
+//! replays) or resume from a consumer group's committed offsets (the projector).
+//!
+//! Records are keyed by [`Event::partition_key`] (the family id), so one family's
+//! events stay in one partition, in order. The value is the event's JSON
+//! ([`Event::to_json`]); headers carry `event_type`, `event_id` and, when the event has
+//! one, the W3C trace context (`traceparent`, `tracestate`) of the request behind it
+//! (D9).
+//!
+//! **Invariant** (I1): [`EventLog::append`] returns `Ok` only after the broker
+//! acknowledged every event to all in-sync replicas.
+
+mod context;
+mod reader;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use ledger_core::Event;
+use ledger_core::ports::{BackendError, EventLog, LogReader, LogSource, Position, StartFrom};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use crate::context::LogContext;
+
+pub use reader::KafkaReader;
+
+/// How to reach the cluster and which topic holds the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// The topic holding the log; created by [`KafkaLog::connect`] when absent.
+    pub topic: String,
+    /// Partitions of the topic when it is created (an existing topic keeps its own).
+    pub partitions: i32,
+    /// Replication factor of the topic when it is created.
+    pub replication_factor: i32,
+    /// How long a record may take to be acknowledged (`message.timeout.ms`) before
+    /// `append` gives up with [`BackendError::Unavailable`].
+    pub delivery_timeout: Duration,
+    /// Bound on metadata, admin, offset and commit requests.
+    pub operation_timeout: Duration,
+    /// Extra librdkafka settings for the producer and the admin client (applied last,
+    /// so they override the adapter's own).
+    pub producer_settings: Vec<(String, String)>,
+    /// Extra librdkafka settings for readers and [`LogSource::committed`] (applied
+    /// last).
+    pub consumer_settings: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A configuration with defaults suited to a single-broker development cluster:
+    /// 12 partitions, replication factor 1, 10 s delivery and operation timeouts.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            partitions: 12,
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(10),
+            producer_settings: Vec::new(),
+            consumer_settings: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), BackendError> {
+        if self.brokers.trim().is_empty() {
+            return Err(BackendError::Other(
+                "kafka brokers must not be empty".into(),
+            ));
+        }
+        if self.topic.trim().is_empty() {
+            return Err(BackendError::Other("kafka topic must not be empty".into()));
+        }
+        if self.partitions < 1 || self.replication_factor < 1 {
+            return Err(BackendError::Other(format!(
+                "kafka topic needs at least one partition and one replica (got {} and {})",
+                self.partitions, self.replication_factor
+            )));
+        }
+        if self.delivery_timeout.is_zero() || self.operation_timeout.is_zero() {
+            return Err(BackendError::Other(
+                "kafka delivery and operation timeouts must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings every client shares.
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "session-ledger");
+        c
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            // `delivery.timeout.ms` is librdkafka's alias of this one.
+            .set("message.timeout.ms", millis(self.delivery_timeout))
+            // Small: appends are on the request path; batching only what arrives together.
+            .set("linger.ms", "2");
+        for (k, v) in &self.producer_settings {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn admin_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        for (k, v) in &self.producer_settings {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer of `group` that never commits by itself: offsets are committed only
+    /// by [`LogReader::commit`], so a rebalance cannot commit past what the caller
+    /// processed.
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &self.consumer_settings {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
+/// The event log on a Kafka topic. Cheap to clone; clones share one producer.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    /// Replaced as a whole when librdkafka reports a fatal error (an idempotent
+    /// producer cannot recover from one); appends in flight keep their own `Arc`.
+    producer: RwLock<Arc<FutureProducer<LogContext>>>,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("brokers", &self.inner.config.brokers)
+            .field("topic", &self.inner.config.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!("kafka: {what}: {e}"))
+}
+
+impl KafkaLog {
+    /// Builds the producer and creates the topic when it is absent (with the configured
+    /// partitions and replication factor), waiting until the cluster reports it.
+    pub async fn connect(config: KafkaConfig) -> Result<Self, BackendError> {
+        let log = Self::new(config)?;
+        log.ensure_topic().await?;
+        Ok(log)
+    }
+
+    /// Builds the producer without contacting the cluster and without creating the
+    /// topic (librdkafka connects lazily). [`KafkaLog::connect`] is the usual entry.
+    pub fn new(config: KafkaConfig) -> Result<Self, BackendError> {
+        config.validate()?;
+        let producer = build_producer(&config)?;
+        Ok(KafkaLog {
+            inner: Arc::new(Inner {
+                config,
+                producer: RwLock::new(Arc::new(producer)),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// Creates the topic when absent ("already exists" is fine), then waits until its
+    /// partitions show in the cluster metadata.
+    pub async fn ensure_topic(&self) -> Result<(), BackendError> {
+        let config = &self.inner.config;
+        let admin: AdminClient<LogContext> = config
+            .admin_config()
+            .create_with_context(LogContext)
+            .map_err(|e| BackendError::Other(format!("kafka admin client: {e}")))?;
+        let topic = NewTopic::new(
+            &config.topic,
+            config.partitions,
+            TopicReplication::Fixed(config.replication_factor),
+        );
+        let options = AdminOptions::new().request_timeout(Some(config.operation_timeout));
+        let created = tokio::time::timeout(
+            config.operation_timeout,
+            admin.create_topics([&topic], &options),
+        )
+        .await;
+        // The admin client joins its polling thread when dropped.
+        tokio::task::spawn_blocking(move || drop(admin));
+        let results = created
+            .map_err(|_| {
+                unavailable(
+                    "create topic",
+                    format!("no answer within {:?}", config.operation_timeout),
+                )
+            })?
+            .map_err(|e| unavailable("create topic", e))?;
+        for result in results {
+            match result {
+                Ok(name) => info!(topic = %name, partitions = config.partitions,
+                    replication_factor = config.replication_factor, "created kafka topic"),
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    debug!(topic = %name, "kafka topic already exists");
+                }
+                Err((name, code)) => {
+                    return Err(unavailable(&format!("create topic {name}"), code));
+                }
+            }
+        }
+        // A topic just created takes a moment to show in every broker's metadata.
+        let deadline = tokio::time::Instant::now() + config.operation_timeout;
+        loop {
+            match self.partitions().await {
+                Ok(partitions) if !partitions.is_empty() => return Ok(()),
+                Ok(_) => {}
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => debug!(error = %e, "waiting for topic metadata"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable(
+                    "topic metadata",
+                    format!("topic {} has no partitions", config.topic),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The topic's partition ids, from the cluster metadata.
+    pub async fn partitions(&self) -> Result<Vec<i32>, BackendError> {
+        let producer = self.producer();
+        let topic = self.inner.config.topic.clone();
+        let timeout = self.inner.config.operation_timeout;
+        blocking(move || topic_partitions(producer.client(), &topic, timeout)).await?
+    }
+
+    /// The current producer; a new one when the current one hit a fatal error.
+    fn producer(&self) -> Arc<FutureProducer<LogContext>> {
+        let current = self
+            .inner
+            .producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if current.client().fatal_error().is_some() {
+            self.replace_if_fatal(&current)
+        } else {
+            current
+        }
+    }
+
+    /// Replaces `failed` when librdkafka reports a fatal error on it, unless another
+    /// caller already did; returns the producer to use from now on.
+    fn replace_if_fatal(
+        &self,
+        failed: &Arc<FutureProducer<LogContext>>,
+    ) -> Arc<FutureProducer<LogContext>> {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return failed.clone();
+        };
+        let mut slot = self
+            .inner
+            .producer
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&slot, failed) {
+            return slot.clone();
+        }
+        let fresh = match build_producer(&self.inner.config) {
+            Ok(fresh) => Arc::new(fresh),
+            Err(e) => {
+                warn!(%code, %reason, error = %e, "kafka producer hit a fatal error and could not be rebuilt");
+                return slot.clone();
+            }
+        };
+        warn!(%code, %reason, "kafka producer hit a fatal error, replaced it");
+        let old = std::mem::replace(&mut *slot, fresh.clone());
+        drop(slot);
+        // Dropping a producer joins its polling thread: not on the runtime.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || drop(old));
+        }
+        fresh
+    }
+}
+
+fn build_producer(config: &KafkaConfig) -> Result<FutureProducer<LogContext>, BackendError> {
+    config
+        .producer_config()
+        .create_with_context(LogContext)
+        .map_err(|e| BackendError::Other(format!("kafka producer: {e}")))
+}
+
+/// Runs a blocking librdkafka call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::Other(format!("kafka task failed: {e}")))
+}
+
+/// The partition ids of `topic` (blocking).
+fn topic_partitions<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, BackendError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| unavailable("fetch metadata", e))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(unavailable(
+            "fetch metadata",
+            format!("topic {topic} not found"),
+        ));
+    };
+    if let Some(err) = t.error() {
+        let code: RDKafkaErrorCode = err.into();
+        return Err(unavailable(&format!("topic {topic}"), code));
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Headers of an event's record: its type and id, and the W3C trace context (D9).
+fn headers(event: &Event) -> OwnedHeaders {
+    let event_id = event.event_id.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "event_type",
+            value: Some(event.event_type()),
+        })
+        .insert(Header {
+            key: "event_id",
+            value: Some(event_id.as_str()),
+        });
+    if let Some(trace) = &event.trace_context {
+        headers = headers.insert(Header {
+            key: "traceparent",
+            value: Some(trace.traceparent.as_str()),
+        });
+        if let Some(state) = &trace.tracestate {
+            headers = headers.insert(Header {
+                key: "tracestate",
+                value: Some(state.as_str()),
+            });
+        }
+    }
+    headers
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn append(&self, events: &[Event]) -> Result<(), BackendError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let config = &self.inner.config;
+        let producer = self.producer();
+        // librdkafka reports every record within `message.timeout.ms`; the extra
+        // margin only guards against a report that never comes.
+        let deadline =
+            tokio::time::Instant::now() + config.delivery_timeout + Duration::from_secs(5);
+
+        // Enqueue in order (one family's events keep their order within a partition),
+        // then wait for every delivery report.
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            let key = event.partition_key();
+            let payload = event.to_json();
+            let mut record = FutureRecord::to(&config.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers(event));
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        self.replace_if_fatal(&producer);
+                        warn!(topic = %config.topic, error = %e, "kafka append not enqueued");
+                        return Err(unavailable("enqueue", e));
+                    }
+                }
+            }
+        }
+
+        let reports = tokio::time::timeout_at(deadline, join_all(deliveries))
+            .await
+            .map_err(|_| {
+                unavailable(
+                    "delivery",
+                    format!("not acknowledged within {:?}", config.delivery_timeout),
+                )
+            })?;
+        let mut failure = None;
+        for report in reports {
+            match report {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failure.get_or_insert_with(|| unavailable("delivery", e));
+                }
+                Err(_canceled) => {
+                    failure.get_or_insert_with(|| {
+                        unavailable("delivery", "producer dropped the delivery report")
+                    });
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.replace_if_fatal(&producer);
+                warn!(topic = %config.topic, events = events.len(), error = %e, "kafka append failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LogSource for KafkaLog {
+    async fn reader(&self, start: StartFrom) -> Result<Box<dyn LogReader>, BackendError> {
+        Ok(Box::new(
+            KafkaReader::open(&self.inner.config, start).await?,
+        ))
+    }
+
+    async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError> {
+        let config = self.inner.config.clone();
+        let group = group.to_owned();
+        blocking(move || {
+            let consumer: BaseConsumer<LogContext> = config
+                .consumer_config(&group)
+                .create_with_context(LogContext)
+                .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+            let partitions =
+                topic_partitions(consumer.client(), &config.topic, config.operation_timeout)?;
+            committed_offsets(
+                &consumer,
+                &config.topic,
+                &partitions,
+                config.operation_timeout,
+            )
+        })
+        .await?
+    }
+}
+
+/// The group's committed next offsets for `partitions` (blocking); partitions without
+/// a commit are left out.
+fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<Position>, BackendError> {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| unavailable("committed offsets", e))?;
+    let mut positions: Vec<Position> = committed
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(Position {
+                partition: u32::try_from(e.partition()).ok()?,
+                offset: u64::try_from(o).ok()?,
+            }),
+            _ => None,
+        })
+        .collect();
+    positions.sort_unstable();
+    Ok(positions)
+}

@@ -1,0 +1,395 @@
+//! Reading the log: [`KafkaReader`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt as _;
+use ledger_core::Event;
+use ledger_core::ports::{BackendError, LogReader, LogRecord, Position, StartFrom};
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{debug, warn};
+
+use crate::context::ReaderContext;
+use crate::{KafkaConfig, blocking, committed_offsets, topic_partitions, unavailable};
+
+/// How often, at most, a reader asks the brokers for the partitions' watermarks.
+const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
+
+type Kafka = StreamConsumer<ReaderContext>;
+
+/// Reads the log from a position (no commits) or as a member of a consumer group
+/// (resuming from, and committing to, the group's offsets).
+///
+/// Polling never blocks the async runtime: records come from librdkafka's queue, and
+/// blocking calls (metadata, commits, watermarks) run on the blocking pool.
+pub struct KafkaReader {
+    /// `None` only while being dropped.
+    consumer: Option<Arc<Kafka>>,
+    topic: String,
+    /// The consumer group whose offsets this reader commits, for
+    /// [`StartFrom::Committed`]; `None` for a reader that never commits.
+    group: Option<String>,
+    /// Every partition of the topic when the reader was opened.
+    partitions: Vec<i32>,
+    /// The next offset to read per partition (0 = the beginning, when nothing was read).
+    next: BTreeMap<i32, i64>,
+    /// What this reader knows to be committed for its group, per partition.
+    committed: BTreeMap<i32, i64>,
+    watermarks: Arc<Mutex<Watermarks>>,
+    operation_timeout: Duration,
+    /// A record that could not be decoded: the reader stops there, as the embedded log
+    /// does, rather than skip an event.
+    stuck: Option<(String, String)>,
+}
+
+/// Cached low and high watermarks per partition, refreshed in the background.
+#[derive(Debug, Default)]
+struct Watermarks {
+    by_partition: HashMap<i32, (i64, i64)>,
+    refreshed_at: Option<Instant>,
+    refreshing: bool,
+}
+
+impl std::fmt::Debug for KafkaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaReader")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("next", &self.next)
+            .field("committed", &self.committed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaReader {
+    pub(crate) async fn open(config: &KafkaConfig, start: StartFrom) -> Result<Self, BackendError> {
+        let (group, commits) = match &start {
+            StartFrom::Committed { group } => (group.clone(), true),
+            // A throwaway group id: librdkafka wants one, nothing is ever committed
+            // under it, and `assign` does not join the group.
+            _ => (
+                format!("session-ledger-reader-{}", uuid::Uuid::new_v4().simple()),
+                false,
+            ),
+        };
+        let consumer: Kafka = config
+            .consumer_config(&group)
+            .create_with_context(ReaderContext {
+                group: group.clone(),
+            })
+            .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+        // From here on, an early return drops the reader, which closes the consumer off
+        // the runtime.
+        let mut reader = KafkaReader {
+            consumer: Some(Arc::new(consumer)),
+            topic: config.topic.clone(),
+            group: commits.then_some(group),
+            partitions: Vec::new(),
+            next: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            watermarks: Arc::default(),
+            operation_timeout: config.operation_timeout,
+            stuck: None,
+        };
+        let consumer = reader.consumer()?;
+        let topic = reader.topic.clone();
+        let timeout = reader.operation_timeout;
+        let (partitions, committed) = blocking(move || {
+            let partitions = topic_partitions(consumer.client(), &topic, timeout)?;
+            let committed = if commits {
+                committed_offsets(&*consumer, &topic, &partitions, timeout)?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, BackendError>((partitions, committed))
+        })
+        .await??;
+        reader.partitions = partitions;
+
+        let consumer = reader.consumer()?;
+        match start {
+            StartFrom::Committed { .. } => {
+                reader.committed = committed
+                    .iter()
+                    .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+                    .collect();
+                // Until records arrive, the reader is where the group left off; a
+                // partition never committed starts at the beginning
+                // (`auto.offset.reset=earliest`).
+                reader.next = reader
+                    .partitions
+                    .iter()
+                    .map(|&p| (p, reader.committed.get(&p).copied().unwrap_or(0)))
+                    .collect();
+                consumer
+                    .subscribe(&[reader.topic.as_str()])
+                    .map_err(|e| unavailable("subscribe", e))?;
+            }
+            StartFrom::Beginning => reader.assign(&consumer, &[])?,
+            StartFrom::Positions(positions) => reader.assign(&consumer, &positions)?,
+        }
+        debug!(topic = %reader.topic, group = ?reader.group, next = ?reader.next, "kafka reader opened");
+        Ok(reader)
+    }
+
+    /// Assigns every partition explicitly: from the given next offsets, the others from
+    /// the beginning. An offset the partition no longer (or never) had falls back to the
+    /// earliest one (`auto.offset.reset=earliest`): replaying is safe, skipping is not.
+    fn assign(&mut self, consumer: &Kafka, positions: &[Position]) -> Result<(), BackendError> {
+        let named: HashMap<i32, i64> = positions
+            .iter()
+            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .collect();
+        for p in named.keys().filter(|p| !self.partitions.contains(p)) {
+            warn!(topic = %self.topic, partition = p, "start position names a partition the topic does not have");
+        }
+        let mut tpl = TopicPartitionList::with_capacity(self.partitions.len());
+        for &p in &self.partitions {
+            let (offset, next) = match named.get(&p) {
+                Some(&o) => (Offset::Offset(o), o),
+                None => (Offset::Beginning, 0),
+            };
+            tpl.add_partition_offset(&self.topic, p, offset)
+                .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
+            self.next.insert(p, next);
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| unavailable("assign partitions", e))
+    }
+
+    fn consumer(&self) -> Result<Arc<Kafka>, BackendError> {
+        self.consumer
+            .clone()
+            .ok_or_else(|| BackendError::Other("kafka reader is closed".into()))
+    }
+
+    fn stuck_error(&self) -> Option<BackendError> {
+        self.stuck
+            .as_ref()
+            .map(|(position, message)| BackendError::Corrupt {
+                position: position.clone(),
+                message: message.clone(),
+            })
+    }
+
+    /// Decodes one record into `out`, or marks the reader stuck on it.
+    fn take(&mut self, message: &BorrowedMessage<'_>, out: &mut Vec<LogRecord>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        let decoded = match message.payload() {
+            Some(bytes) => Event::from_json(bytes).map_err(|e| e.to_string()),
+            None => Err("record has no value".to_owned()),
+        };
+        match decoded {
+            Ok(event) => {
+                self.next.insert(partition, offset.saturating_add(1));
+                out.push(LogRecord {
+                    position: Position {
+                        partition: u32::try_from(partition).unwrap_or_default(),
+                        offset: u64::try_from(offset).unwrap_or_default(),
+                    },
+                    event,
+                });
+            }
+            Err(error) => {
+                let position = format!("{}/{partition}@{offset}", self.topic);
+                warn!(%position, %error, "undecodable record in the log, reader stops here");
+                self.stuck = Some((position, error));
+            }
+        }
+    }
+
+    /// Starts a background refresh of the watermarks unless one ran recently or is
+    /// running. `lag` reads the cache, so it never waits on the network.
+    fn refresh_watermarks(&self, consumer: Arc<Kafka>) {
+        {
+            let mut cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = cache
+                .refreshed_at
+                .is_some_and(|t| t.elapsed() < WATERMARK_REFRESH);
+            if cache.refreshing || fresh {
+                return;
+            }
+            cache.refreshing = true;
+        }
+        let cache = self.watermarks.clone();
+        let topic = self.topic.clone();
+        let partitions: BTreeSet<i32> = self
+            .partitions
+            .iter()
+            .chain(self.next.keys())
+            .copied()
+            .collect();
+        let timeout = self.operation_timeout;
+        // Holding the consumer here is fine: if the reader goes away meanwhile, the
+        // consumer is closed on this blocking thread.
+        tokio::task::spawn_blocking(move || {
+            let mut fetched = HashMap::with_capacity(partitions.len());
+            for p in partitions {
+                match consumer.fetch_watermarks(&topic, p, timeout) {
+                    Ok(w) => {
+                        fetched.insert(p, w);
+                    }
+                    Err(e) => debug!(%topic, partition = p, error = %e, "kafka watermarks unknown"),
+                }
+            }
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            // A partition whose watermarks could not be fetched has an unknown lag.
+            cache.by_partition = fetched;
+            cache.refreshed_at = Some(Instant::now());
+            cache.refreshing = false;
+        });
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // Closing a consumer leaves its group and waits for librdkafka: keep that off
+        // the async runtime.
+        // Without a runtime (dropped outside one), it is simply dropped here.
+        if let Some(consumer) = self.consumer.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn_blocking(move || drop(consumer));
+        }
+    }
+}
+
+fn partition_id(p: u32) -> i32 {
+    i32::try_from(p).unwrap_or(i32::MAX)
+}
+
+fn offset_value(o: u64) -> i64 {
+    i64::try_from(o).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl LogReader for KafkaReader {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError> {
+        if let Some(e) = self.stuck_error() {
+            return Err(e);
+        }
+        let consumer = self.consumer()?;
+        let mut out = Vec::new();
+        if max > 0 {
+            // Wait (at most `wait`) for the first record only, then take what is
+            // already queued, so a flowing log is returned without delay.
+            let first = tokio::time::timeout(wait, consumer.recv()).await;
+            if let Ok(first) = first {
+                let message = first.map_err(|e| unavailable("poll", e))?;
+                self.take(&message, &mut out);
+                drop(message);
+                while out.len() < max && self.stuck.is_none() {
+                    match consumer.recv().now_or_never() {
+                        None => break,
+                        Some(Ok(message)) => self.take(&message, &mut out),
+                        Some(Err(e)) => {
+                            // The records already taken are returned; the error shows
+                            // again on the next poll if it persists.
+                            warn!(topic = %self.topic, error = %e, "kafka poll failed after a partial batch");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.refresh_watermarks(consumer);
+        if out.is_empty()
+            && let Some(e) = self.stuck_error()
+        {
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, next: &[Position]) -> Result<(), BackendError> {
+        let Some(group) = self.group.clone() else {
+            return Ok(());
+        };
+        let consumer = self.consumer()?;
+        // Only partitions this member owns now: after a rebalance another member may
+        // own (and have committed further on) a partition this reader once read.
+        let assigned: BTreeSet<i32> = consumer
+            .assignment()
+            .map_err(|e| unavailable("assignment", e))?
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let mut wanted: Vec<(i32, i64)> = next
+            .iter()
+            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .collect();
+        wanted.sort_unstable();
+        let mut tpl = TopicPartitionList::with_capacity(wanted.len());
+        let mut committing = Vec::with_capacity(wanted.len());
+        for (p, offset) in wanted {
+            if !assigned.contains(&p) {
+                debug!(%group, partition = p, offset, "not committing a partition this member does not own");
+                continue;
+            }
+            // Commits only move forward.
+            if self.committed.get(&p).is_some_and(|&c| c >= offset) {
+                continue;
+            }
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
+                .map_err(|e| BackendError::Other(format!("kafka commit: {e}")))?;
+            committing.push((p, offset));
+        }
+        if committing.is_empty() {
+            return Ok(());
+        }
+        blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await?
+            .map_err(|e| unavailable("commit", e))?;
+        debug!(%group, offsets = ?committing, "kafka offsets committed");
+        self.committed.extend(committing);
+        Ok(())
+    }
+
+    fn positions(&self) -> Vec<Position> {
+        self.next
+            .iter()
+            .map(|(&p, &o)| Position {
+                partition: u32::try_from(p).unwrap_or_default(),
+                offset: u64::try_from(o).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn lag(&self) -> Option<u64> {
+        let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        cache.refreshed_at?;
+        let partitions: Vec<i32> = if self.group.is_some() {
+            // A group member lags only on what it owns; before its first assignment
+            // the lag is unknown, not zero.
+            let assigned: Vec<i32> = self
+                .consumer
+                .as_ref()?
+                .assignment()
+                .ok()?
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            if assigned.is_empty() {
+                return None;
+            }
+            assigned
+        } else {
+            self.partitions.clone()
+        };
+        let mut lag = 0u64;
+        for p in partitions {
+            let &(low, high) = cache.by_partition.get(&p)?;
+            let next = self.next.get(&p).copied().unwrap_or(0).max(low);
+            lag = lag.saturating_add(u64::try_from(high.saturating_sub(next)).unwrap_or(0));
+        }
+        Some(lag)
+    }
+}

@@ -1,0 +1,394 @@
+#![allow(clippy::unwrap_used)]
+//! Against a real CQL database (`LEDGER_SCYLLA_NODES`, comma-separated, default
+//! 127.0.0.1:9042; `scripts/services.sh up` starts Apache Cassandra). Every test uses
+//! its own keyspace and drops it at the end. With no database the tests fail; they
+//! never skip.
+
+use std::time::{Duration, Instant};
+
+use ledger_core::ports::{BackendError, HistorySource, ProjectionStore};
+use ledger_core::{
+    Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
+    Subject, Timestamp, decide, decide_subject_revoke,
+};
+use ledger_scylla::{ScyllaConfig, ScyllaStore};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+fn nodes() -> Vec<String> {
+    std::env::var("LEDGER_SCYLLA_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:9042".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A store on a keyspace of its own, and a plain session to look at the rows.
+struct TestStore {
+    store: ScyllaStore,
+    raw: Session,
+}
+
+impl TestStore {
+    async fn spawn() -> Self {
+        let keyspace = format!("ledger_test_{}", uuid::Uuid::new_v4().simple());
+        let store = ScyllaStore::connect(ScyllaConfig::new(nodes(), keyspace))
+            .await
+            .unwrap();
+        let raw = SessionBuilder::new()
+            .known_nodes(nodes())
+            .build()
+            .await
+            .unwrap();
+        TestStore { store, raw }
+    }
+
+    fn ks(&self) -> &str {
+        self.store.keyspace()
+    }
+
+    /// How many rows of `table` the database still holds for `session_id`, expired or
+    /// not by the store's clock: only the TTL removes them.
+    async fn raw_rows(&self, table: &str, id: SessionId) -> usize {
+        let result = self
+            .raw
+            .query_unpaged(
+                format!(
+                    "SELECT session_id FROM {}.{table} WHERE session_id = ?",
+                    self.ks()
+                ),
+                (*id.as_uuid(),),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        result.rows_num()
+    }
+
+    async fn drop_keyspace(self) {
+        self.raw
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.ks()), ())
+            .await
+            .unwrap();
+    }
+}
+
+/// One family's events (issued, refreshed, revoked), 1 ms apart, starting at `now`.
+fn family_history(subject: &str, now: Timestamp, policy: &Policy) -> (SessionId, Vec<Event>) {
+    let id = SessionId::generate();
+    let mut state = Projection::new();
+    let mut events = Vec::new();
+    let commands = [
+        Command::Open {
+            session_id: id,
+            subject: Subject::parse(subject).unwrap(),
+            client_id: Some("web".into()),
+            claims: Default::default(),
+            access_jti: "j0".into(),
+        },
+        Command::Refresh {
+            session_id: id,
+            presented: Generation::INITIAL,
+            access_jti: "j1".into(),
+        },
+        Command::Revoke {
+            session_id: id,
+            reason: RevokeReason::Logout,
+        },
+    ];
+    for (i, command) in commands.into_iter().enumerate() {
+        let ctx = DecideContext {
+            now: now.saturating_add(Duration::from_millis(i as u64)),
+            policy,
+            region: "test",
+            trace_context: None,
+        };
+        let produced = decide(state.family(&id), None, command, &ctx).unwrap();
+        for e in &produced {
+            state.apply(e);
+        }
+        events.extend(produced);
+    }
+    assert_eq!(events.len(), 3);
+    (id, events)
+}
+
+fn subject_revocation(subject: &str, now: Timestamp, policy: &Policy) -> Event {
+    let ctx = DecideContext {
+        now,
+        policy,
+        region: "test",
+        trace_context: None,
+    };
+    decide_subject_revoke(Subject::parse(subject).unwrap(), RevokeReason::Admin, &ctx)
+}
+
+fn projection_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Projection {
+    let mut p = Projection::new();
+    for e in events {
+        p.apply(e);
+    }
+    p
+}
+
+/// Polls `check` until it holds, failing after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_merge_in_any_order_into_the_in_memory_projection() {
+    let t = TestStore::spawn().await;
+    let policy = Policy::default();
+    let now = Timestamp::now();
+    let families: Vec<(SessionId, Vec<Event>)> = (0..5)
+        .map(|i| family_history(&format!("user-{}", i % 2), now, &policy))
+        .collect();
+    let subject_events = [
+        subject_revocation("user-0", now, &policy),
+        subject_revocation(
+            "user-0",
+            now.saturating_add(Duration::from_secs(1)),
+            &policy,
+        ),
+    ];
+    let all: Vec<&Event> = families
+        .iter()
+        .flat_map(|(_, e)| e)
+        .chain(&subject_events)
+        .collect();
+    let expected = projection_of(all.iter().copied());
+
+    // One event per write: the first families newest first, the others in order, every
+    // write twice; then all of it again as one batch.
+    for (n, (_, events)) in families.iter().enumerate() {
+        let ordered: Vec<&Event> = if n % 2 == 0 {
+            events.iter().rev().collect()
+        } else {
+            events.iter().collect()
+        };
+        for e in ordered {
+            let batch = projection_of([e]);
+            t.store.write(&batch).await.unwrap();
+            t.store.write(&batch).await.unwrap();
+        }
+    }
+    for e in subject_events.iter().rev() {
+        t.store.write(&projection_of([e])).await.unwrap();
+    }
+    for (id, _) in &families {
+        assert_eq!(
+            t.store.family(*id).await.unwrap().as_ref(),
+            expected.family(id)
+        );
+    }
+    let user0 = Subject::parse("user-0").unwrap();
+    assert_eq!(
+        t.store.subject_revocation(&user0).await.unwrap().as_ref(),
+        expected.subject_revocation(&user0)
+    );
+    assert_eq!(
+        t.store
+            .subject_revocation(&Subject::parse("user-1").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(t.store.snapshot().await.unwrap(), expected);
+
+    t.store.write(&expected).await.unwrap();
+    let snapshot = t.store.snapshot().await.unwrap();
+    assert_eq!(snapshot, expected);
+    assert_eq!(snapshot.digest(), expected.digest());
+
+    // The row lives as long as the state matters: TTL = seconds until retain_until.
+    let (id, _) = &families[0];
+    let retain_until = expected.family(id).unwrap().retain_until;
+    let ttl: Option<i32> = t
+        .raw
+        .query_unpaged(
+            format!(
+                "SELECT TTL(state) FROM {}.families WHERE session_id = ?",
+                t.ks()
+            ),
+            (*id.as_uuid(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(Option<i32>,)>()
+        .unwrap()
+        .0;
+    let until = i64::from(ttl.unwrap());
+    let expected_ttl = retain_until.unix_seconds_ceil() - Timestamp::now().unix_seconds();
+    assert!(
+        (expected_ttl - 5..=expected_ttl + 1).contains(&until),
+        "ttl {until}, expected about {expected_ttl}"
+    );
+    t.drop_keyspace().await;
+}
+
+#[tokio::test]
+async fn state_past_its_retention_is_not_written_and_bad_rows_are_corrupt() {
+    let t = TestStore::spawn().await;
+    let policy = Policy::default();
+    let (old, old_events) =
+        family_history("bob", Timestamp::from_unix_seconds(1_000_000_000), &policy);
+    t.store.write(&projection_of(&old_events)).await.unwrap();
+    t.store.record_events(&old_events).await.unwrap();
+    assert_eq!(t.store.family(old).await.unwrap(), None);
+    assert_eq!(t.raw_rows("families", old).await, 0);
+    assert_eq!(t.store.history(old).await.unwrap(), Vec::<Event>::new());
+    assert!(t.store.snapshot().await.unwrap().is_empty());
+
+    let id = SessionId::generate();
+    t.raw
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.families (session_id, state) VALUES (?, 'not json')",
+                t.ks()
+            ),
+            (*id.as_uuid(),),
+        )
+        .await
+        .unwrap();
+    let read = t.store.family(id).await;
+    assert!(
+        matches!(read, Err(BackendError::Corrupt { ref position, .. }) if position.contains(&id.to_string())),
+        "{read:?}"
+    );
+    assert!(matches!(
+        t.store.snapshot().await,
+        Err(BackendError::Corrupt { .. })
+    ));
+    t.drop_keyspace().await;
+}
+
+#[tokio::test]
+async fn history_returns_a_familys_recorded_events_in_order() {
+    let t = TestStore::spawn().await;
+    let policy = Policy::default();
+    let now = Timestamp::now();
+    let (id, events) = family_history("carol", now, &policy);
+    let (other, other_events) = family_history("carol", now, &policy);
+    let subject_wide = subject_revocation("carol", now, &policy);
+
+    // Out of order, duplicated, mixed with another family and a subject-wide event.
+    let mut recorded: Vec<Event> = events.iter().rev().cloned().collect();
+    recorded.extend(other_events.iter().cloned());
+    recorded.push(subject_wide);
+    recorded.extend(events.iter().cloned());
+    let (head, tail) = recorded.split_at(4);
+    t.store.record_events(head).await.unwrap();
+    // The port the projector calls records the same way.
+    t.store.record_history(tail).await.unwrap();
+
+    assert_eq!(t.store.history(id).await.unwrap(), events);
+    assert_eq!(t.store.history(other).await.unwrap(), other_events);
+    assert_eq!(
+        t.store.history(SessionId::generate()).await.unwrap(),
+        Vec::<Event>::new()
+    );
+    // The history is not part of the projection.
+    assert!(t.store.snapshot().await.unwrap().is_empty());
+    t.drop_keyspace().await;
+}
+
+#[tokio::test]
+async fn a_family_is_gone_once_its_retention_passes() {
+    let t = TestStore::spawn().await;
+    // Tokens of a few seconds: the family's state is retained for about 2 s.
+    let policy = Policy {
+        access_ttl: Duration::from_secs(1),
+        refresh_idle_ttl: Duration::from_secs(1),
+        session_max_ttl: Duration::from_secs(2),
+        refresh_grace: Duration::ZERO,
+        clock_leeway: Duration::ZERO,
+        skew_margin: Duration::from_secs(1),
+    };
+    let (id, events) = family_history("dave", Timestamp::now(), &policy);
+    let issued = projection_of(&events[..1]);
+    let retain_until = issued.family(&id).unwrap().retain_until;
+    assert!(retain_until <= Timestamp::now().saturating_add(Duration::from_secs(3)));
+    t.store.write(&issued).await.unwrap();
+    t.store.record_events(&events[..1]).await.unwrap();
+
+    assert_eq!(
+        t.store.family(id).await.unwrap().as_ref(),
+        issued.family(&id)
+    );
+    assert_eq!(t.store.snapshot().await.unwrap(), issued);
+    assert_eq!(t.store.history(id).await.unwrap(), events[..1].to_vec());
+
+    // Invisible as soon as its retain time passes…
+    eventually(Duration::from_secs(10), "family invisible", || async {
+        t.store.family(id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(Timestamp::now() >= retain_until);
+    assert!(t.store.snapshot().await.unwrap().is_empty());
+    // …and removed from the database by its TTL (whole seconds, so a moment later).
+    eventually(Duration::from_secs(30), "rows expired by ttl", || async {
+        t.raw_rows("families", id).await == 0 && t.raw_rows("family_events", id).await == 0
+    })
+    .await;
+    assert_eq!(t.store.history(id).await.unwrap(), Vec::<Event>::new());
+    t.drop_keyspace().await;
+}
+
+#[tokio::test]
+async fn connecting_twice_to_a_keyspace_keeps_its_schema_and_rows() {
+    let t = TestStore::spawn().await;
+    let policy = Policy::default();
+    let (id, events) = family_history("erin", Timestamp::now(), &policy);
+    t.store.write(&projection_of(&events)).await.unwrap();
+    let again = ScyllaStore::connect(ScyllaConfig::new(nodes(), t.ks()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.family(id).await.unwrap().as_ref(),
+        projection_of(&events).family(&id)
+    );
+    let versions = t
+        .raw
+        .query_unpaged(format!("SELECT version FROM {}.schema_version", t.ks()), ())
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num();
+    assert_eq!(versions, 1);
+    t.drop_keyspace().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable() {
+    let mut config = ScyllaConfig::new(vec!["127.0.0.1:1".into()], "ledger_unreachable");
+    config.request_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let connected = ScyllaStore::connect(config).await;
+    assert!(
+        matches!(connected, Err(BackendError::Unavailable(_))),
+        "{connected:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The futures the projector spawns must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(store: &ScyllaStore, batch: &Projection, events: &[Event]) {
+    fn send<T: Send>(_: T) {}
+    send(store.record_events(events));
+    send(store.write(batch));
+    send(store.snapshot());
+}
