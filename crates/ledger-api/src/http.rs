@@ -36,6 +36,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/oauth2/token", web::post().to(token))
             .route("/oauth2/revoke", web::post().to(revoke))
             .route("/.well-known/jwks.json", web::get().to(jwks))
+            .route("/metrics", web::get().to(ledger_http::metrics::handler))
             .route("/healthz", web::get().to(ledger_http::healthz))
             .route("/readyz", web::get().to(readyz));
     }

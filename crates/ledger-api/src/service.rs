@@ -1,6 +1,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use ledger_http::metrics::register;
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +23,31 @@ const MAX_CLAIMS_BYTES: usize = 4096;
 const MAX_CLIENT_ID_LEN: usize = 255;
 /// Per-family serialisation: requests for one family in one instance queue up here.
 const LOCK_STRIPES: usize = 1024;
+
+static APPENDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "ledger_events_appended_total",
+            "events acknowledged by the log, by type",
+        ),
+        &["type"],
+    ))
+});
+static APPEND_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "ledger_log_append_errors_total",
+        "appends the log did not acknowledge (answered 503, no token issued)",
+    ))
+});
+static REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "ledger_revocations_total",
+            "revocations appended, by scope and reason",
+        ),
+        &["scope", "reason"],
+    ))
+});
 
 /// Why a request could not be served. Each variant maps to one HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -351,7 +379,22 @@ impl SessionService {
         if events.is_empty() {
             return Ok(());
         }
-        self.log.append(events).await?;
+        if let Err(e) = self.log.append(events).await {
+            APPEND_ERRORS.inc();
+            return Err(e.into());
+        }
+        for event in events {
+            APPENDED.with_label_values(&[event.event_type()]).inc();
+            if let EventKind::SessionRevokedAll(r) = &event.kind {
+                let scope = match r.scope {
+                    ledger_core::RevocationScope::Family => "family",
+                    ledger_core::RevocationScope::Subject => "subject",
+                };
+                REVOCATIONS
+                    .with_label_values(&[scope, r.reason.as_str()])
+                    .inc();
+            }
+        }
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for event in events {

@@ -3,6 +3,8 @@
 //!
 //! **API boundary**: only the listener crates use this; the domain never sees HTTP.
 
+pub mod metrics;
+
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;

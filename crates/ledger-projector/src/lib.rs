@@ -9,9 +9,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use ledger_core::Projection;
 use ledger_core::ports::{BackendError, LogRecord, LogSource, ProjectionStore, StartFrom};
+use ledger_http::metrics::register;
+use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
+
+static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "ledger_projector_events_total",
+        "events folded into the store",
+    ))
+});
+static LAG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "ledger_projector_lag_events",
+        "events in the log not yet projected",
+    ))
+});
+static ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "ledger_projector_backend_errors_total",
+        "store or log calls that failed and were retried",
+    ))
+});
 
 /// The consumer group the projector commits its checkpoint under.
 pub const DEFAULT_GROUP: &str = "session-ledger-projector";
@@ -105,7 +128,13 @@ impl Projector {
             };
             if !batch.is_empty() {
                 let delta = fold(&batch);
-                let written = retry(&shutdown, &self.stats, || self.store.write(&delta)).await?;
+                let events: Vec<ledger_core::Event> =
+                    batch.iter().map(|r| r.event.clone()).collect();
+                let written = retry(&shutdown, &self.stats, || async {
+                    self.store.record_history(&events).await?;
+                    self.store.write(&delta).await
+                })
+                .await?;
                 if written.is_none() {
                     return Ok(());
                 }
@@ -117,10 +146,12 @@ impl Projector {
                 self.stats
                     .events_applied
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                EVENTS.inc_by(batch.len() as u64);
                 self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(lag) = reader.lag() {
                 self.stats.lag.store(lag, Ordering::Relaxed);
+                LAG.set(i64::try_from(lag).unwrap_or(i64::MAX));
             }
         }
     }
@@ -152,6 +183,7 @@ where
             Err(e @ BackendError::Corrupt { .. }) => return Err(e),
             Err(e) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                ERRORS.inc();
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "projector backend call failed, retrying");
                 if !backoff(shutdown, attempt).await {

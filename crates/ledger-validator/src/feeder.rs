@@ -5,7 +5,25 @@ use ledger_core::Timestamp;
 use ledger_core::ports::{BackendError, LogSource, ProjectionStore, StartFrom};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::LazyLock;
+
+use ledger_http::metrics::register;
+use prometheus::{Gauge, IntGauge};
+
 use crate::RevocationView;
+
+static CAUGHT_UP: LazyLock<Gauge> = LazyLock::new(|| {
+    register(Gauge::new(
+        "ledger_validator_caught_up_timestamp_seconds",
+        "when the validator's view last had applied the whole log (staleness = now - this)",
+    ))
+});
+static LAG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "ledger_validator_lag_events",
+        "events in the log not yet applied",
+    ))
+});
 
 #[derive(Clone, Debug)]
 pub struct FeederConfig {
@@ -75,7 +93,14 @@ impl ViewFeeder {
                 polled = reader.poll(self.config.batch_size, self.config.poll_wait) => polled,
             };
             match polled {
-                Ok(batch) => self.view.apply(&batch, reader.positions(), reader.lag()),
+                Ok(batch) => {
+                    let lag = reader.lag();
+                    self.view.apply(&batch, reader.positions(), lag);
+                    if batch.is_empty() || lag == Some(0) {
+                        CAUGHT_UP.set(Timestamp::now().unix_micros() as f64 / 1e6);
+                    }
+                    LAG.set(lag.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+                }
                 Err(e @ BackendError::Corrupt { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "validator tail failed, retrying");

@@ -1,12 +1,26 @@
 //! The validator's listener: RFC 7662 introspection and revocation lookups.
 
+use std::sync::LazyLock;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
+use ledger_http::metrics::register;
 use ledger_http::{ApiError, Form, ServiceCredential, no_store_json, read_body};
+use prometheus::{IntCounterVec, Opts};
 use serde_json::{Value, json};
 
 use crate::{Introspection, Introspector};
+
+static INTROSPECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "ledger_introspections_total",
+            "introspection answers by result (active, invalid_token, revoked, stale_view)",
+        ),
+        &["result"],
+    ))
+});
 
 /// What the validator's handlers share.
 #[derive(Clone, Debug)]
@@ -22,6 +36,7 @@ pub fn configure(state: ValidatorState) -> impl FnOnce(&mut web::ServiceConfig) 
             .route("/oauth2/introspect", web::post().to(introspect))
             .route("/v1/revocations/{session_id}", web::get().to(revocation))
             .route("/v1/status", web::get().to(status))
+            .route("/metrics", web::get().to(ledger_http::metrics::handler))
             .route("/healthz", web::get().to(ledger_http::healthz))
             .route("/readyz", web::get().to(readyz));
     }
@@ -37,6 +52,7 @@ async fn introspect(
     let form = Form::parse(&req, &body)?;
     let token = form.require("token")?;
     let outcome = state.introspector.introspect(token, Timestamp::now());
+    INTROSPECTIONS.with_label_values(&[outcome.reason()]).inc();
     let body = match &outcome {
         Introspection::Active(claims) => {
             let mut body = json!({

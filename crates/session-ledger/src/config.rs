@@ -38,6 +38,32 @@ pub struct Settings {
     pub validator_max_staleness: Duration,
     /// How long the API trusts its own recent writes over a lagging projection.
     pub read_your_writes: Duration,
+    pub backend: Backend,
+    /// Where validators fetch verification keys (instead of the local key directory).
+    pub jwks_url: Option<String>,
+    /// OTLP/gRPC collector for traces; nothing is exported when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Which log and store the roles use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite under the data directory: one process, nothing installed.
+    Embedded,
+    /// Apache Kafka as the log, ScyllaDB (or any CQL database) as the projection.
+    Kafka(KafkaSettings),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub delivery_timeout: Duration,
+    pub scylla_nodes: Vec<String>,
+    pub keyspace: String,
+    pub replication: String,
 }
 
 /// Every variable, with its default, for `--help` and the README.
@@ -97,6 +123,61 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "60s",
         "how long the API trusts its own writes over the projection",
     ),
+    (
+        "LEDGER_BACKEND",
+        "embedded",
+        "embedded (SQLite) or kafka (Kafka + CQL)",
+    ),
+    (
+        "LEDGER_KAFKA_BROKERS",
+        "127.0.0.1:9092",
+        "Kafka bootstrap servers",
+    ),
+    (
+        "LEDGER_KAFKA_TOPIC",
+        "session-events",
+        "the session-events topic",
+    ),
+    (
+        "LEDGER_KAFKA_PARTITIONS",
+        "12",
+        "partitions when the topic is created",
+    ),
+    (
+        "LEDGER_KAFKA_REPLICATION_FACTOR",
+        "1",
+        "replication factor when the topic is created",
+    ),
+    (
+        "LEDGER_KAFKA_DELIVERY_TIMEOUT",
+        "10s",
+        "longest wait for acks=all before answering 503",
+    ),
+    (
+        "LEDGER_SCYLLA_NODES",
+        "127.0.0.1:9042",
+        "CQL contact points, comma-separated",
+    ),
+    (
+        "LEDGER_SCYLLA_KEYSPACE",
+        "session_ledger",
+        "keyspace of the projection",
+    ),
+    (
+        "LEDGER_SCYLLA_REPLICATION",
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        "replication map of the keyspace when created",
+    ),
+    (
+        "LEDGER_JWKS_URL",
+        "(local keys)",
+        "validators fetch verification keys from this JWKS",
+    ),
+    (
+        "LEDGER_OTLP_ENDPOINT",
+        "(off)",
+        "OTLP/gRPC endpoint for traces",
+    ),
 ];
 
 impl Settings {
@@ -153,7 +234,56 @@ impl Settings {
         policy
             .validate()
             .map_err(|e| ConfigError::Policy(e.to_string()))?;
+        let number = |var| {
+            let (v, var) = value(var);
+            v.parse::<i32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(var, &v, "must be a positive integer"))
+        };
+        let backend = match value("LEDGER_BACKEND").0.as_str() {
+            "embedded" => Backend::Embedded,
+            "kafka" => Backend::Kafka(KafkaSettings {
+                brokers: text("LEDGER_KAFKA_BROKERS")?,
+                topic: text("LEDGER_KAFKA_TOPIC")?,
+                partitions: number("LEDGER_KAFKA_PARTITIONS")?,
+                replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
+                delivery_timeout: duration("LEDGER_KAFKA_DELIVERY_TIMEOUT")?,
+                scylla_nodes: text("LEDGER_SCYLLA_NODES")?
+                    .split(',')
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                keyspace: {
+                    let (v, var) = value("LEDGER_SCYLLA_KEYSPACE");
+                    let ok = !v.is_empty()
+                        && v.len() <= 48
+                        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && v.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+                    if !ok {
+                        return Err(invalid(
+                            var,
+                            &v,
+                            "must be a CQL identifier: a letter, then letters, digits or _, at most 48",
+                        ));
+                    }
+                    v
+                },
+                replication: text("LEDGER_SCYLLA_REPLICATION")?,
+            }),
+            other => {
+                return Err(invalid(
+                    "LEDGER_BACKEND",
+                    other,
+                    "must be embedded or kafka",
+                ));
+            }
+        };
+        let optional = |var: &'static str| get(var).filter(|v| !v.trim().is_empty());
         Ok(Settings {
+            backend,
+            jwks_url: optional("LEDGER_JWKS_URL"),
+            otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),
             api_addr: addr("LEDGER_API_ADDR")?,
             validator_addr: addr("LEDGER_VALIDATOR_ADDR")?,
             data_dir: PathBuf::from(text("LEDGER_DATA_DIR")?),
@@ -223,6 +353,42 @@ mod tests {
         assert!(
             !err.to_string().contains("short"),
             "the secret is not echoed"
+        );
+    }
+
+    #[test]
+    fn kafka_backend_reads_its_variables() {
+        let s = with(&[
+            ("LEDGER_BACKEND", "kafka"),
+            ("LEDGER_SCYLLA_NODES", "a:9042, b:9042"),
+            ("LEDGER_KAFKA_PARTITIONS", "12"),
+        ])
+        .unwrap();
+        let Backend::Kafka(k) = s.backend else {
+            panic!("expected kafka")
+        };
+        assert_eq!(k.scylla_nodes, ["a:9042", "b:9042"]);
+        assert_eq!(k.partitions, 12);
+        assert_eq!(k.topic, "session-events");
+        let err = with(&[("LEDGER_BACKEND", "redis")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_BACKEND: "), "{err}");
+        let err = with(&[
+            ("LEDGER_BACKEND", "kafka"),
+            ("LEDGER_SCYLLA_KEYSPACE", "x; DROP"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_SCYLLA_KEYSPACE: "),
+            "{err}"
+        );
+        let err = with(&[
+            ("LEDGER_BACKEND", "kafka"),
+            ("LEDGER_KAFKA_PARTITIONS", "0"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_KAFKA_PARTITIONS: "),
+            "{err}"
         );
     }
 

@@ -4,5 +4,5 @@
 pub mod config;
 mod run;
 
-pub use config::{ConfigError, Settings};
+pub use config::{Backend, ConfigError, KafkaSettings, Settings};
 pub use run::{Roles, Running, start};

@@ -115,12 +115,27 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     }
     let shutdown = running.shutdown_token();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        }
+        terminated().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
     });
     running.wait().await
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what container runtimes send).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn keys(settings: &Settings, command: KeysCommand) -> ExitCode {

@@ -2,23 +2,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use base64::Engine;
 use ledger_api::http::ApiState;
 use ledger_api::{ServiceConfig, SessionService};
 use ledger_core::Timestamp;
+use ledger_core::ports::{EventLog, HistorySource, LogSource, ProjectionStore};
 use ledger_embedded::Embedded;
 use ledger_http::ServiceCredential;
+use ledger_kafka::{KafkaConfig, KafkaLog};
 use ledger_projector::{Projector, ProjectorConfig};
-use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
+use ledger_scylla::{ScyllaConfig, ScyllaStore};
+use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
 use ledger_validator::http::ValidatorState;
 use ledger_validator::{FeederConfig, Introspector, RevocationView, ViewFeeder};
 use rand::RngCore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::Settings;
+use crate::{Backend, Settings};
 
 /// Which roles a process runs (`dev` runs all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,19 +93,8 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         }
     };
     let credential = ServiceCredential::new(&service_token);
-    let embedded = Embedded::open(&settings.data_dir)
-        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+    let ports = Ports::open(&settings).await?;
     let keys = KeyDir::new(settings.data_dir.join("keys"));
-    let (signing, refresh_tokens) = keys
-        .load_or_create()
-        .with_context(|| format!("loading keys from {}", keys.path().display()))?;
-    let access_validator = AccessTokenValidator::new(
-        signing.verification_keys(),
-        &settings.issuer,
-        &settings.audience,
-        settings.policy.clock_leeway,
-    );
-
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut running = Running {
@@ -115,13 +108,14 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
 
     if roles.projector {
         let projector = Projector::new(
-            Arc::new(embedded.clone()),
-            Arc::new(embedded.clone()),
+            ports.source.clone(),
+            ports.store.clone(),
             ProjectorConfig::default(),
         );
         let token = shutdown.clone();
         tasks.spawn(async move { projector.run(token).await.context("projector") });
-        let store = embedded.clone();
+    }
+    if let (true, Some(store)) = (roles.projector, ports.embedded.clone()) {
         let token = shutdown.clone();
         tasks.spawn(async move {
             // The embedded store has no TTL: reclaim expired rows now and then.
@@ -140,12 +134,21 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
     }
 
     if roles.api {
+        let (signing, refresh_tokens) = keys
+            .load_or_create()
+            .with_context(|| format!("loading keys from {}", keys.path().display()))?;
+        let access_validator = AccessTokenValidator::new(
+            signing.verification_keys(),
+            &settings.issuer,
+            &settings.audience,
+            settings.policy.clock_leeway,
+        );
         let service = SessionService::new(
-            Arc::new(embedded.clone()),
-            Arc::new(embedded.clone()),
-            Arc::new(embedded.clone()),
-            AccessTokenIssuer::new(signing.clone(), &settings.issuer, &settings.audience),
-            access_validator.clone(),
+            ports.log.clone(),
+            ports.store.clone(),
+            ports.history.clone(),
+            AccessTokenIssuer::new(signing, &settings.issuer, &settings.audience),
+            access_validator,
             refresh_tokens,
             ServiceConfig {
                 policy: settings.policy.clone(),
@@ -159,6 +162,9 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(|req, next| {
+                    ledger_http::metrics::observe("api", req, next)
+                }))
                 .configure(ledger_api::http::configure(state.clone()))
                 .default_service(web::to(ledger_http::not_found))
         })
@@ -177,18 +183,59 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let view = Arc::new(RevocationView::new(settings.validator_max_staleness));
         let feeder = ViewFeeder::new(
             view.clone(),
-            Arc::new(embedded.clone()),
-            Arc::new(embedded.clone()),
+            ports.source.clone(),
+            ports.store.clone(),
             FeederConfig::default(),
         );
         let token = shutdown.clone();
         tasks.spawn(async move { feeder.run(token).await.context("validator feed") });
+        let verification = match &settings.jwks_url {
+            Some(url) => fetch_jwks_until_ok(url, &shutdown).await?,
+            None => keys
+                .signing_keys()
+                .with_context(|| {
+                    format!(
+                        "the validator verifies with the API's keys: share {} or set LEDGER_JWKS_URL",
+                        keys.path().display()
+                    )
+                })?
+                .verification_keys(),
+        };
+        let introspector = Introspector::new(
+            AccessTokenValidator::new(
+                verification,
+                &settings.issuer,
+                &settings.audience,
+                settings.policy.clock_leeway,
+            ),
+            view,
+        );
+        if let Some(url) = settings.jwks_url.clone() {
+            let introspector = introspector.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                // Rotation reaches validators without a restart.
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(JWKS_REFRESH) => {}
+                    }
+                    match fetch_jwks(&url).await {
+                        Ok(keys) => introspector.set_keys(keys),
+                        Err(e) => tracing::warn!(error = %e, %url, "jwks refresh failed; keeping the keys in use"),
+                    }
+                }
+            });
+        }
         let state = ValidatorState {
-            introspector: Introspector::new(access_validator, view),
+            introspector,
             credential,
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(|req, next| {
+                    ledger_http::metrics::observe("validator", req, next)
+                }))
                 .configure(ledger_validator::http::configure(state.clone()))
                 .default_service(web::to(ledger_http::not_found))
         })
@@ -229,6 +276,92 @@ fn first_addr(addrs: &[SocketAddr], name: &str) -> anyhow::Result<SocketAddr> {
         .first()
         .copied()
         .with_context(|| format!("{name}: no address bound"))
+}
+
+/// How often validators re-read the JWKS.
+const JWKS_REFRESH: Duration = Duration::from_secs(30);
+
+async fn fetch_jwks(url: &str) -> anyhow::Result<VerificationKeys> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let jwks: serde_json::Value = client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(VerificationKeys::from_jwks(&jwks)?)
+}
+
+/// The validator starts only once it has keys: retries while the API comes up.
+async fn fetch_jwks_until_ok(
+    url: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<VerificationKeys> {
+    loop {
+        match fetch_jwks(url).await {
+            Ok(keys) => return Ok(keys),
+            Err(e) => tracing::warn!(error = %e, %url, "waiting for the jwks"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the jwks"),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The log and store behind the ports, per the configured backend.
+struct Ports {
+    log: Arc<dyn EventLog>,
+    source: Arc<dyn LogSource>,
+    store: Arc<dyn ProjectionStore>,
+    history: Arc<dyn HistorySource>,
+    /// Set for the embedded backend, which has no TTL and is pruned by the projector.
+    embedded: Option<Embedded>,
+}
+
+impl Ports {
+    async fn open(settings: &Settings) -> anyhow::Result<Ports> {
+        match &settings.backend {
+            Backend::Embedded => {
+                let embedded = Embedded::open(&settings.data_dir).with_context(|| {
+                    format!("opening the data directory {}", settings.data_dir.display())
+                })?;
+                Ok(Ports {
+                    log: Arc::new(embedded.clone()),
+                    source: Arc::new(embedded.clone()),
+                    store: Arc::new(embedded.clone()),
+                    history: Arc::new(embedded.clone()),
+                    embedded: Some(embedded),
+                })
+            }
+            Backend::Kafka(k) => {
+                let mut kafka = KafkaConfig::new(&k.brokers, &k.topic);
+                kafka.partitions = k.partitions;
+                kafka.replication_factor = k.replication_factor;
+                kafka.delivery_timeout = k.delivery_timeout;
+                let log = Arc::new(
+                    KafkaLog::connect(kafka)
+                        .await
+                        .with_context(|| format!("connecting to kafka at {}", k.brokers))?,
+                );
+                let mut cql = ScyllaConfig::new(k.scylla_nodes.clone(), &k.keyspace);
+                cql.replication = k.replication.clone();
+                let store = Arc::new(ScyllaStore::connect(cql).await.with_context(|| {
+                    format!("connecting to the CQL database at {:?}", k.scylla_nodes)
+                })?);
+                Ok(Ports {
+                    log: log.clone(),
+                    source: log,
+                    store: store.clone(),
+                    history: store,
+                    embedded: None,
+                })
+            }
+        }
+    }
 }
 
 fn generate_token() -> String {

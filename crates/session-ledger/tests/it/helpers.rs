@@ -28,26 +28,57 @@ pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
     ])
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
+/// Which backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Kafka,
 }
 
-/// Starts api, projector and validator in-process with extra variables.
-pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Embedded, &[]).await
+}
+
+/// Starts api, projector and validator in-process with extra variables. On Kafka,
+/// each app gets its own topic and keyspace.
+pub async fn spawn_app_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut env = test_env(dir.path());
+    if backend == Backend::Kafka {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_owned());
+        env.extend([
+            ("LEDGER_BACKEND".into(), "kafka".into()),
+            (
+                "LEDGER_KAFKA_BROKERS".into(),
+                var("LEDGER_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ),
+            (
+                "LEDGER_SCYLLA_NODES".into(),
+                var("LEDGER_SCYLLA_NODES", "127.0.0.1:9042"),
+            ),
+            (
+                "LEDGER_KAFKA_TOPIC".into(),
+                format!("session-events-{unique}"),
+            ),
+            ("LEDGER_SCYLLA_KEYSPACE".into(), format!("ledger_{unique}")),
+            ("LEDGER_KAFKA_PARTITIONS".into(), "3".into()),
+        ]);
+    }
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
     let running = start(settings, Roles::ALL).await.unwrap();
-    TestApp {
+    let app = TestApp {
         api: format!("http://{}", running.api_addr.unwrap()),
         validator: format!("http://{}", running.validator_addr.unwrap()),
         client: reqwest::Client::new(),
         running: Some(running),
         _data: Some(dir),
-    }
+    };
+    app.await_ready().await;
+    app
 }
 
 impl Drop for TestApp {
@@ -59,6 +90,33 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Waits (bounded) until both listeners report ready: the validator has
+    /// bootstrapped its view, as a load balancer would wait.
+    pub async fn await_ready(&self) {
+        let start = std::time::Instant::now();
+        for url in [
+            format!("{}/readyz", self.api),
+            format!("{}/readyz", self.validator),
+        ] {
+            loop {
+                let ready = self
+                    .client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK);
+                if ready {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{url} never became ready"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     pub async fn login(&self, subject: &str) -> Value {
         let response = self
             .open(&serde_json::json!({ "subject": subject, "client_id": "web" }))
@@ -126,6 +184,28 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Waits (bounded) until a session's history holds `n` events; returns their types.
+    pub async fn await_history(&self, id: &str, n: usize) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let status: Value = self.session(id).await.json().await.unwrap();
+            let types: Vec<String> = status["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["type"].as_str().unwrap().to_owned())
+                .collect();
+            if types.len() >= n {
+                return types;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "history stuck at {types:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits (bounded) until the validator's answer for `token` is `active`.

@@ -46,6 +46,7 @@ fn start_binary(dir: &std::path::Path) -> (Child, TestApp) {
 async fn revocations_and_live_sessions_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let (mut child, app) = start_binary(data.path());
+    app.await_ready().await;
     let live = app.login("live").await;
     let live = app.refresh_ok(str_field(&live, "refresh_token")).await;
     let dead = app.login("dead").await;
@@ -58,6 +59,7 @@ async fn revocations_and_live_sessions_survive_kill_9() {
     child.wait().unwrap();
 
     let (mut child, app) = start_binary(data.path());
+    app.await_ready().await;
     app.await_active(str_field(&dead, "access_token"), false)
         .await;
     assert_eq!(
