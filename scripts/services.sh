@@ -7,7 +7,7 @@
 #                                                         (internode 127.0.0.1:7000,
 #                                                          JMX       127.0.0.1:7199)
 #
-# Usage: scripts/services.sh up [--fresh] | down | status
+# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -17,6 +17,7 @@
 #            their data directories before starting.
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
+#   stop-kafka  stop only the broker (outage tests); `up` starts it again.
 #
 # Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
 # coreutils and setsid (util-linux). No Docker, no cqlsh, no other downloads.
@@ -570,6 +571,7 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

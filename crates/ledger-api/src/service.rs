@@ -116,6 +116,9 @@ pub struct ServiceConfig {
     pub region: String,
     /// How long this instance trusts its own writes over a lagging projection.
     pub read_your_writes: Duration,
+    /// Fault injection for crash tests: abort the process right after the log
+    /// acknowledged a refresh, before answering (`LEDGER_FAILPOINT=abort-after-append`).
+    pub abort_after_append: bool,
 }
 
 /// The session use cases over the ports.
@@ -224,10 +227,11 @@ impl SessionService {
             SessionError::InvalidGrant("refresh token is invalid".into())
         })?;
         let _guard = self.lock(session_id).await;
-        let state = self
-            .family(session_id)
-            .await?
-            .ok_or_else(|| SessionError::InvalidGrant("refresh token is invalid".into()))?;
+        let Some(state) = self.family(session_id).await? else {
+            return Err(self.unknown_family(session_id, || {
+                SessionError::InvalidGrant("refresh token is invalid".into())
+            }));
+        };
         let subject_revocation = self.subject_revocation(&state.subject).await?;
         let now = Timestamp::now();
         let command = Command::Refresh {
@@ -243,6 +247,10 @@ impl SessionService {
         )
         .inspect_err(|e| tracing::info!(%session_id, %presented, error = %e, "refresh refused"))?;
         self.append(&events).await?;
+        if self.config.abort_after_append {
+            tracing::error!(%session_id, "failpoint abort-after-append: aborting before the answer");
+            std::process::abort();
+        }
         let Some(Event {
             kind: EventKind::SessionRefreshed(refreshed),
             ..
@@ -300,7 +308,12 @@ impl SessionService {
     ) -> Result<(), SessionError> {
         let _guard = self.lock(session_id).await;
         let Some(state) = self.family(session_id).await? else {
-            return Ok(());
+            // Nothing to revoke, unless the family is too new to have been projected:
+            // then answering 200 would lose the signout.
+            return match self.unknown_family(session_id, || SessionError::NotFound) {
+                SessionError::NotFound => Ok(()),
+                e => Err(e),
+            };
         };
         let subject_revocation = self.subject_revocation(&state.subject).await?;
         let command = Command::Revoke { session_id, reason };
@@ -349,6 +362,21 @@ impl SessionService {
             status,
             history,
         })
+    }
+
+    /// What to answer for a family with a valid MAC that the projection does not know:
+    /// one opened within the read-your-writes window (perhaps by another instance) is
+    /// still being projected, so "retry shortly"; an older one has expired.
+    fn unknown_family(&self, id: SessionId, gone: impl FnOnce() -> SessionError) -> SessionError {
+        let recent = id.created_at().is_some_and(|created| {
+            Timestamp::now().duration_since(created) < self.config.read_your_writes
+        });
+        if recent {
+            tracing::info!(session_id = %id, "family not projected yet; asking to retry");
+            SessionError::Unavailable("session state is catching up, retry shortly".into())
+        } else {
+            gone()
+        }
     }
 
     /// Whether the backend answers (readiness).

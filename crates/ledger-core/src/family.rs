@@ -130,9 +130,15 @@ impl FamilyState {
             (Some(a), Some(b)) => Some(a.min(b.clone())),
             (a, b) => a.or_else(|| b.clone()),
         };
-        if self.claims.is_none() {
-            self.claims.clone_from(&other.claims);
-        }
+        self.claims = match (self.claims.take(), &other.claims) {
+            // One family has one login; should two ever meet, the choice is still
+            // order-independent.
+            (Some(a), Some(b)) if a != *b => {
+                let (ka, kb) = (serde_json::to_string(&a), serde_json::to_string(b));
+                Some(if kb.ok() < ka.ok() { b.clone() } else { a })
+            }
+            (a, b) => a.or_else(|| b.clone()),
+        };
         self.head = match (self.head, other.head) {
             (Some(a), Some(b)) => Some(merge_head(a, b)),
             (a, b) => a.or(b),
@@ -167,12 +173,11 @@ fn merge_head(a: Head, b: Head) -> Head {
 
 fn merge_revocation(a: Revocation, b: &Revocation) -> Revocation {
     let keep_until = a.keep_until.max(b.keep_until);
-    // The first revocation names the reason; later ones only extend the entry.
-    let mut first = if (b.at, b.reason) < (a.at, a.reason) {
-        b.clone()
-    } else {
-        a
-    };
+    // The first revocation names the reason; later ones only extend the entry. Ties
+    // (two instances detecting reuse at the same instant) break on every field, so
+    // the result does not depend on the order of arrival.
+    let key = |r: &Revocation| (r.at, r.reason, r.replayed_generation, r.replayed_rotated_at);
+    let mut first = if key(b) < key(&a) { b.clone() } else { a };
     first.keep_until = keep_until;
     first
 }

@@ -44,6 +44,14 @@ impl SessionId {
     pub const fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
+
+    /// When the id was generated (millisecond precision), for ids from
+    /// [`SessionId::generate`]; `None` for other UUID versions.
+    pub fn created_at(&self) -> Option<crate::Timestamp> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        let micros = i64::try_from(secs).ok()?.checked_mul(1_000_000)? + i64::from(nanos / 1_000);
+        Some(crate::Timestamp::from_unix_micros(micros))
+    }
 }
 
 impl fmt::Display for SessionId {
@@ -188,6 +196,19 @@ mod tests {
         assert_eq!(a, EventId::derived(s, "refreshed", Generation::new(3)));
         assert_ne!(a, EventId::derived(s, "refreshed", Generation::new(4)));
         assert_ne!(a, EventId::derived(s, "revoked", Generation::new(3)));
+    }
+
+    #[test]
+    fn generated_ids_know_when_they_were_made() {
+        let before = crate::Timestamp::now();
+        let id = SessionId::generate();
+        let made = id.created_at().unwrap();
+        assert!(
+            made.unix_micros() >= before.unix_micros() - 1_000,
+            "{made} < {before}"
+        );
+        assert!(made <= crate::Timestamp::now());
+        assert_eq!(SessionId::from_uuid(Uuid::nil()).created_at(), None);
     }
 
     #[test]

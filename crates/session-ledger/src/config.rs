@@ -43,6 +43,8 @@ pub struct Settings {
     pub jwks_url: Option<String>,
     /// OTLP/gRPC collector for traces; nothing is exported when unset.
     pub otlp_endpoint: Option<String>,
+    /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-after-append`).
+    pub abort_after_append: bool,
 }
 
 /// Which log and store the roles use.
@@ -280,7 +282,19 @@ impl Settings {
             }
         };
         let optional = |var: &'static str| get(var).filter(|v| !v.trim().is_empty());
+        let abort_after_append = match optional("LEDGER_FAILPOINT").as_deref() {
+            None => false,
+            Some("abort-after-append") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "LEDGER_FAILPOINT",
+                    other,
+                    "the only failpoint is abort-after-append",
+                ));
+            }
+        };
         Ok(Settings {
+            abort_after_append,
             backend,
             jwks_url: optional("LEDGER_JWKS_URL"),
             otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),

@@ -107,6 +107,7 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     if let Some(addr) = running.validator_addr {
         println!("validator listening on http://{addr}");
     }
+    println!("ready");
     if running.service_token_generated {
         println!(
             "service token (generated; set LEDGER_SERVICE_TOKEN to choose one): {}",

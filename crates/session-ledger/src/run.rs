@@ -154,6 +154,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 policy: settings.policy.clone(),
                 region: settings.region.clone(),
                 read_your_writes: settings.read_your_writes,
+                abort_after_append: settings.abort_after_append,
             },
         );
         let state = ApiState {

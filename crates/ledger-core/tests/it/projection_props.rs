@@ -38,7 +38,7 @@ fn project(events: &[Event]) -> Projection {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn any_order_any_duplicates_same_state(

@@ -39,11 +39,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(Backend::Embedded, &[]).await
 }
 
-/// Starts api, projector and validator in-process with extra variables. On Kafka,
-/// each app gets its own topic and keyspace.
-pub async fn spawn_app_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = test_env(dir.path());
+/// Environment for a test instance on `backend`; on Kafka a topic and a keyspace of
+/// its own.
+pub fn backend_env(backend: Backend, dir: &std::path::Path) -> HashMap<String, String> {
+    let mut env = test_env(dir);
     if backend == Backend::Kafka {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_owned());
@@ -65,6 +64,13 @@ pub async fn spawn_app_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
             ("LEDGER_KAFKA_PARTITIONS".into(), "3".into()),
         ]);
     }
+    env
+}
+
+/// Starts api, projector and validator in-process with extra variables.
+pub async fn spawn_app_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = backend_env(backend, dir.path());
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -136,6 +142,10 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.try_refresh(refresh_token).await.unwrap()
+    }
+
+    pub async fn try_refresh(&self, refresh_token: &str) -> reqwest::Result<Response> {
         self.client
             .post(format!("{}/oauth2/token", self.api))
             .form(&[
@@ -144,7 +154,6 @@ impl TestApp {
             ])
             .send()
             .await
-            .unwrap()
     }
 
     pub async fn refresh_ok(&self, refresh_token: &str) -> Value {
@@ -228,4 +237,71 @@ pub fn str_field<'a>(v: &'a Value, name: &str) -> &'a str {
     v[name]
         .as_str()
         .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+/// A `session-ledger` child process, killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub api: Option<String>,
+    pub validator: Option<String>,
+}
+
+impl Process {
+    /// Runs `session-ledger <command>` and waits until it printed `ready`.
+    pub fn spawn(command: &str, env: &HashMap<String, String>, extra: &[(&str, &str)]) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+            .arg(command)
+            .envs(env)
+            .envs(extra.iter().copied())
+            .env("LEDGER_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut api, mut validator) = (None, None);
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("session-ledger {command} exited before it was ready"))
+                .unwrap();
+            if let Some(a) = line.strip_prefix("api listening on ") {
+                api = Some(a.to_owned());
+            } else if let Some(v) = line.strip_prefix("validator listening on ") {
+                validator = Some(v.to_owned());
+            } else if line == "ready" {
+                break;
+            }
+        }
+        Process {
+            child,
+            api,
+            validator,
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test app over processes or in-process roles, addressed by URL only.
+pub fn app_at(api: Option<&str>, validator: Option<&str>) -> TestApp {
+    TestApp {
+        api: api.unwrap_or_default().to_owned(),
+        validator: validator.unwrap_or_default().to_owned(),
+        client: reqwest::Client::new(),
+        running: None,
+        _data: None,
+    }
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the benchmark: builds `ledger-bench` in release, starts a throwaway
+# redis-server on loopback for the baseline (scripts/redis.sh, installs it when
+# missing), runs the benchmark against it, and stops Redis again.
+#
+#   scripts/bench.sh [ledger-bench flags]     e.g. --families 1000000 --seconds 5
+#
+# The table goes to stdout, progress to stderr; `ledger-bench --help` lists the
+# sizes. docs/BENCHMARKS.md records a run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+cargo build --release -p ledger-bench >&2
+
+started=0
+stop_redis() {
+  if [ "$started" = 1 ]; then
+    scripts/redis.sh stop || true
+  fi
+}
+trap stop_redis EXIT
+if url="$(scripts/redis.sh url 2>/dev/null)"; then
+  echo "bench.sh: using the running Redis at $url" >&2
+else
+  started=1
+  url="$(scripts/redis.sh start)"
+fi
+
+target/release/ledger-bench --redis "$url" "$@"
