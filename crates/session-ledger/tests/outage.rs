@@ -1,0 +1,72 @@
+//! A Kafka outage. This is a test binary of its own because it stops the broker every
+//! other Kafka test uses; cargo runs test binaries one at a time.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "it/helpers.rs"]
+mod helpers;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use helpers::{Backend, spawn_app_on, str_field};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn services(command: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/services.sh {command} failed");
+}
+
+/// Starts Kafka again however the test ends, so later test binaries find it up.
+struct RestartKafka;
+
+impl Drop for RestartKafka {
+    fn drop(&mut self) {
+        services("up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_refuses_to_issue_while_kafka_is_down_and_recovers() {
+    let app = spawn_app_on(Backend::Kafka, &[("LEDGER_KAFKA_DELIVERY_TIMEOUT", "3s")]).await;
+    let login = app.login("olivia").await;
+    let refresh_token = str_field(&login, "refresh_token").to_owned();
+
+    let restart = RestartKafka;
+    services("stop-kafka");
+
+    // No token without an acknowledged event (I1): 503, Retry-After, no token.
+    let response = app.open(&json!({"subject": "peter"})).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(body.get("access_token").is_none());
+    let response = app.refresh(&refresh_token).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "{body}");
+
+    drop(restart);
+
+    // Recovers once Kafka is back: logins work, and the refresh token presented
+    // during the outage is still the head (nothing was issued for it).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let response = app.open(&json!({"subject": "peter"})).await;
+        if response.status() == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "the API never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let next = app.refresh_ok(&refresh_token).await;
+    assert_ne!(next["refresh_token"], login["refresh_token"]);
+}
