@@ -55,21 +55,8 @@ impl From<SessionError> for ApiError {
 
 /// The W3C trace context of the request, carried into the events it causes.
 fn trace_context(req: &HttpRequest) -> Option<TraceContext> {
-    let get = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let traceparent = get("traceparent")?;
-    let valid = traceparent.len() == 55
-        && traceparent
-            .bytes()
-            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    valid.then(|| TraceContext {
-        traceparent,
-        tracestate: get("tracestate").filter(|s| s.len() <= 512),
-    })
+    ledger_http::trace::request_trace_context(req)
+        .map(|(traceparent, tracestate)| TraceContext { traceparent, tracestate })
 }
 
 #[derive(Deserialize)]

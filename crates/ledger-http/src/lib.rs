@@ -4,6 +4,7 @@
 //! **API boundary**: only the listener crates use this; the domain never sees HTTP.
 
 pub mod metrics;
+pub mod trace;
 
 use std::collections::HashMap;
 

@@ -4,6 +4,8 @@
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -46,7 +48,16 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let response = next.call(req).await?;
+    let span = tracing::info_span!(
+        "http request",
+        listener,
+        method = %req.method(),
+        path = %req.path(),
+        status = tracing::field::Empty,
+    );
+    crate::trace::adopt_request_parent(&span, req.headers());
+    let response = next.call(req).instrument(span.clone()).await?;
+    span.record("status", response.status().as_u16());
     let route = response
         .request()
         .match_pattern()

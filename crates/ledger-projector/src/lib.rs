@@ -130,11 +130,16 @@ impl Projector {
                 let delta = fold(&batch);
                 let events: Vec<ledger_core::Event> =
                     batch.iter().map(|r| r.event.clone()).collect();
+                // One span per traced event, child of the request that caused it, open
+                // for the duration of the write: the trace runs from the HTTP request
+                // through the log to the store.
+                let spans = write_spans(&events, batch.len());
                 let written = retry(&shutdown, &self.stats, || async {
                     self.store.record_history(&events).await?;
                     self.store.write(&delta).await
                 })
                 .await?;
+                drop(spans);
                 if written.is_none() {
                     return Ok(());
                 }
@@ -155,6 +160,25 @@ impl Projector {
             }
         }
     }
+}
+
+fn write_spans(events: &[ledger_core::Event], batch_size: usize) -> Vec<tracing::Span> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    events
+        .iter()
+        .filter_map(|e| {
+            let tc = e.trace_context.as_ref()?;
+            let span = tracing::info_span!(
+                "projector write",
+                event_id = %e.event_id,
+                event_type = e.event_type(),
+                batch_size,
+            );
+            let parent = ledger_http::trace::remote_context(&tc.traceparent, tc.tracestate.as_deref());
+            let _ = span.set_parent(parent);
+            Some(span)
+        })
+        .collect()
 }
 
 /// One batch folded into the state it adds (events of one family collapse to one row).

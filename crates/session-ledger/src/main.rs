@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use session_ledger::config::VARIABLES;
 use session_ledger::{Roles, Settings, start};
-use tracing_subscriber::EnvFilter;
+
+mod telemetry;
 
 #[derive(Parser)]
 #[command(name = "session-ledger", version, about, after_help = config_help())]
@@ -51,12 +52,6 @@ fn config_help() -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("LEDGER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -81,7 +76,10 @@ fn main() -> ExitCode {
             projector: false,
             validator: true,
         },
-        Command::Keys { command } => return keys(&settings, command),
+        Command::Keys { command } => {
+            telemetry::init_logs_only();
+            return keys(&settings, command);
+        }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -90,7 +88,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, roles)) {
+    let result = runtime.block_on(async {
+        let telemetry = telemetry::init(settings.otlp_endpoint.as_deref())?;
+        let result = run(settings, roles).await;
+        telemetry.shutdown();
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("session-ledger: {e:#}");

@@ -110,7 +110,10 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let projector = Projector::new(
             ports.source.clone(),
             ports.store.clone(),
-            ProjectorConfig::default(),
+            ProjectorConfig {
+                group: projector_group(&settings),
+                ..ProjectorConfig::default()
+            },
         );
         let token = shutdown.clone();
         tasks.spawn(async move { projector.run(token).await.context("projector") });
@@ -186,7 +189,10 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             view.clone(),
             ports.source.clone(),
             ports.store.clone(),
-            FeederConfig::default(),
+            FeederConfig {
+                projector_group: projector_group(&settings),
+                ..FeederConfig::default()
+            },
         );
         let token = shutdown.clone();
         tasks.spawn(async move { feeder.run(token).await.context("validator feed") });
@@ -277,6 +283,21 @@ fn first_addr(addrs: &[SocketAddr], name: &str) -> anyhow::Result<SocketAddr> {
         .first()
         .copied()
         .with_context(|| format!("{name}: no address bound"))
+}
+
+/// The projector's consumer group: one per (topic, keyspace), so a projection into a
+/// new keyspace starts from the beginning of the log and unrelated deployments sharing
+/// a cluster never rebalance each other.
+fn projector_group(settings: &Settings) -> String {
+    match &settings.backend {
+        Backend::Embedded => ledger_projector::DEFAULT_GROUP.to_owned(),
+        Backend::Kafka(k) => format!(
+            "{}.{}.{}",
+            ledger_projector::DEFAULT_GROUP,
+            k.topic,
+            k.keyspace
+        ),
+    }
 }
 
 /// How often validators re-read the JWKS.

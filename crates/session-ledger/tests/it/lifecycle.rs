@@ -142,6 +142,13 @@ pub async fn reuse_after_grace_revokes_the_family_and_says_why(backend: Backend)
         .await
         .unwrap();
     assert_eq!(status["revocation"]["reason"], "reuse_detected");
+    app.await_history(str_field(&login, "session_id"), 3).await;
+    let status: Value = app
+        .session(str_field(&login, "session_id"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let last = status["history"]
         .as_array()
         .unwrap()
@@ -230,4 +237,26 @@ pub async fn jwks_publishes_the_signing_key(backend: Backend) {
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+}
+
+pub async fn trace_context_reaches_the_log(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .client
+        .post(format!("{}/v1/sessions", app.api))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("traceparent", traceparent)
+        .json(&serde_json::json!({ "subject": "tracy" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let login: Value = response.json().await.unwrap();
+    let id = str_field(&login, "session_id");
+    app.await_history(id, 1).await;
+    let status: Value = app.session(id).await.json().await.unwrap();
+    let recorded = str_field(&status["history"][0]["trace_context"], "traceparent");
+    // Same trace; the span id is the caller's, or this service's request span.
+    assert_eq!(recorded.split('-').nth(1), traceparent.split('-').nth(1));
 }

@@ -29,6 +29,7 @@ macro_rules! contract_suite {
             retry_within_grace_gets_the_same_successor,
             subject_revoke_signs_out_everywhere_but_not_later_logins,
             jwks_publishes_the_signing_key,
+            trace_context_reaches_the_log,
         );
     };
 }
