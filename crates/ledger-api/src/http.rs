@@ -55,8 +55,10 @@ impl From<SessionError> for ApiError {
 
 /// The W3C trace context of the request, carried into the events it causes.
 fn trace_context(req: &HttpRequest) -> Option<TraceContext> {
-    ledger_http::trace::request_trace_context(req)
-        .map(|(traceparent, tracestate)| TraceContext { traceparent, tracestate })
+    ledger_http::trace::request_trace_context(req).map(|(traceparent, tracestate)| TraceContext {
+        traceparent,
+        tracestate,
+    })
 }
 
 #[derive(Deserialize)]

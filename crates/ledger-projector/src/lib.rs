@@ -174,7 +174,8 @@ fn write_spans(events: &[ledger_core::Event], batch_size: usize) -> Vec<tracing:
                 event_type = e.event_type(),
                 batch_size,
             );
-            let parent = ledger_http::trace::remote_context(&tc.traceparent, tc.tracestate.as_deref());
+            let parent =
+                ledger_http::trace::remote_context(&tc.traceparent, tc.tracestate.as_deref());
             let _ = span.set_parent(parent);
             Some(span)
         })

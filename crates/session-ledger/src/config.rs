@@ -29,6 +29,8 @@ pub enum ConfigError {
 pub struct Settings {
     pub api_addr: SocketAddr,
     pub validator_addr: SocketAddr,
+    /// Status and metrics of a projector-only process.
+    pub projector_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub service_token: Option<String>,
     pub issuer: String,
@@ -300,6 +302,7 @@ impl Settings {
             otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),
             api_addr: addr("LEDGER_API_ADDR")?,
             validator_addr: addr("LEDGER_VALIDATOR_ADDR")?,
+            projector_addr: addr("LEDGER_PROJECTOR_ADDR")?,
             data_dir: PathBuf::from(text("LEDGER_DATA_DIR")?),
             service_token,
             issuer: text("LEDGER_ISSUER")?,

@@ -111,6 +111,9 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     if let Some(addr) = running.validator_addr {
         println!("validator listening on http://{addr}");
     }
+    if let Some(addr) = running.projector_addr {
+        println!("projector status listening on http://{addr}");
+    }
     println!("ready");
     if running.service_token_generated {
         println!(

@@ -45,6 +45,8 @@ impl Roles {
 pub struct Running {
     pub api_addr: Option<SocketAddr>,
     pub validator_addr: Option<SocketAddr>,
+    /// The status listener of a projector-only process.
+    pub projector_addr: Option<SocketAddr>,
     /// The service credential in force (generated when `dev` had none).
     pub service_token: String,
     pub service_token_generated: bool,
@@ -100,6 +102,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
     let mut running = Running {
         api_addr: None,
         validator_addr: None,
+        projector_addr: None,
         service_token,
         service_token_generated: generated,
         shutdown: shutdown.clone(),
@@ -115,8 +118,35 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 ..ProjectorConfig::default()
             },
         );
+        let stats = projector.stats();
         let token = shutdown.clone();
         tasks.spawn(async move { projector.run(token).await.context("projector") });
+        // A process running only the projector still has probes and metrics.
+        if !roles.api && !roles.validator {
+            let server = HttpServer::new(move || {
+                let stats = stats.clone();
+                App::new()
+                    .route("/metrics", web::get().to(ledger_http::metrics::handler))
+                    .route("/healthz", web::get().to(ledger_http::healthz))
+                    .route(
+                        "/v1/status",
+                        web::get().to(move || {
+                            let stats = stats.clone();
+                            async move { projector_status(&stats) }
+                        }),
+                    )
+                    .default_service(web::to(ledger_http::not_found))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .bind(settings.projector_addr)
+            .with_context(|| format!("projector: cannot listen on {}", settings.projector_addr))?;
+            let addr = first_addr(&server.addrs(), "projector")?;
+            spawn_server(server.run(), "projector", &shutdown, &mut tasks);
+            tracing::info!(%addr, "projector status listening");
+            running.projector_addr = Some(addr);
+        }
     }
     if let (true, Some(store)) = (roles.projector, ports.embedded.clone()) {
         let token = shutdown.clone();
@@ -283,6 +313,17 @@ fn first_addr(addrs: &[SocketAddr], name: &str) -> anyhow::Result<SocketAddr> {
         .first()
         .copied()
         .with_context(|| format!("{name}: no address bound"))
+}
+
+fn projector_status(stats: &ledger_projector::ProjectorStats) -> actix_web::HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let lag = stats.lag.load(Relaxed);
+    actix_web::HttpResponse::Ok().json(serde_json::json!({
+        "events_applied": stats.events_applied.load(Relaxed),
+        "batches_written": stats.batches_written.load(Relaxed),
+        "backend_errors": stats.write_errors.load(Relaxed),
+        "lag": (lag != u64::MAX).then_some(lag),
+    }))
 }
 
 /// The projector's consumer group: one per (topic, keyspace), so a projection into a

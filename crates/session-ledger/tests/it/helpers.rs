@@ -21,6 +21,7 @@ pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
     HashMap::from([
         ("LEDGER_API_ADDR".into(), "127.0.0.1:0".into()),
         ("LEDGER_VALIDATOR_ADDR".into(), "127.0.0.1:0".into()),
+        ("LEDGER_PROJECTOR_ADDR".into(), "127.0.0.1:0".into()),
         ("LEDGER_DATA_DIR".into(), dir.display().to_string()),
         ("LEDGER_SERVICE_TOKEN".into(), SERVICE_TOKEN.into()),
         ("LEDGER_ISSUER".into(), "https://ledger.test".into()),
