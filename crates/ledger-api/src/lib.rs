@@ -6,6 +6,7 @@
 //!   JWKS, the service endpoints).
 
 pub mod http;
+mod recent;
 mod service;
 
 pub use service::{Grant, OpenSession, ServiceConfig, SessionError, SessionService, SessionView};

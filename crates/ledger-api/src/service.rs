@@ -1,13 +1,11 @@
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
 use ledger_http::metrics::register;
 use prometheus::{IntCounter, IntCounterVec, Opts};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::recent::RecentWrites;
 use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionStore};
 use ledger_core::{
     Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
@@ -136,16 +134,8 @@ pub struct SessionService {
     config: ServiceConfig,
     locks: Box<[tokio::sync::Mutex<()>]>,
     hasher: RandomState,
-    recent: Mutex<Recent>,
-    writes: AtomicU64,
-}
-
-/// What this instance appended lately, merged over the store's answers so a refresh
-/// right after login works before the projector caught up (read your own writes).
-#[derive(Debug, Default)]
-struct Recent {
-    families: HashMap<SessionId, (FamilyState, Instant)>,
-    subjects: HashMap<Subject, (SubjectRevocation, Instant)>,
+    recent_families: RecentWrites<SessionId, FamilyState>,
+    recent_subjects: RecentWrites<Subject, SubjectRevocation>,
 }
 
 impl SessionService {
@@ -158,6 +148,7 @@ impl SessionService {
         refresh_tokens: RefreshTokens,
         config: ServiceConfig,
     ) -> Self {
+        let window = config.read_your_writes;
         SessionService {
             log,
             store,
@@ -170,8 +161,8 @@ impl SessionService {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: RandomState::new(),
-            recent: Mutex::new(Recent::default()),
-            writes: AtomicU64::new(0),
+            recent_families: RecentWrites::new(window),
+            recent_subjects: RecentWrites::new(window),
         }
     }
 
@@ -423,65 +414,24 @@ impl SessionService {
                     .inc();
             }
         }
-        let now = Instant::now();
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for event in events {
             if let Some(f) = FamilyState::from_event(event) {
-                recent
-                    .families
-                    .entry(f.session_id)
-                    .and_modify(|(s, at)| {
-                        s.merge(&f);
-                        *at = now;
-                    })
-                    .or_insert((f, now));
-            } else if let Some(s) = SubjectRevocation::from_event(event) {
-                recent
-                    .subjects
-                    .entry(s.subject.clone())
-                    .and_modify(|(r, at)| {
-                        r.merge(&s);
-                        *at = now;
-                    })
-                    .or_insert((s, now));
+                self.recent_families.remember(f.session_id, f);
+            } else if let Some(r) = SubjectRevocation::from_event(event) {
+                self.recent_subjects.remember(r.subject.clone(), r);
             }
-        }
-        if self
-            .writes
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(256)
-        {
-            let window = self.config.read_your_writes;
-            recent.families.retain(|_, (_, at)| at.elapsed() < window);
-            recent.subjects.retain(|_, (_, at)| at.elapsed() < window);
         }
         Ok(())
     }
 
     fn remembered(&self, id: SessionId) -> Option<FamilyState> {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.families.get(&id).map(|(s, _)| s.clone())
+        self.recent_families.get(&id)
     }
 
-    /// The store's view of a family merged with this instance's recent writes.
+    /// The store's view of a family joined with this instance's recent writes.
     async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
         let stored = self.store.family(id).await?;
-        let window = self.config.read_your_writes;
-        let recent = {
-            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent
-                .families
-                .get(&id)
-                .filter(|(_, at)| at.elapsed() < window)
-                .map(|(s, _)| s.clone())
-        };
-        Ok(match (stored, recent) {
-            (Some(mut s), Some(r)) => {
-                s.merge(&r);
-                Some(s)
-            }
-            (s, r) => s.or(r),
-        })
+        Ok(self.recent_families.over(&id, stored))
     }
 
     async fn subject_revocation(
@@ -489,22 +439,7 @@ impl SessionService {
         subject: &Subject,
     ) -> Result<Option<SubjectRevocation>, SessionError> {
         let stored = self.store.subject_revocation(subject).await?;
-        let window = self.config.read_your_writes;
-        let recent = {
-            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent
-                .subjects
-                .get(subject)
-                .filter(|(_, at)| at.elapsed() < window)
-                .map(|(s, _)| s.clone())
-        };
-        Ok(match (stored, recent) {
-            (Some(mut s), Some(r)) => {
-                s.merge(&r);
-                Some(s)
-            }
-            (s, r) => s.or(r),
-        })
+        Ok(self.recent_subjects.over(subject, stored))
     }
 
     /// Mints the tokens the (acknowledged) issue/refresh event describes.
