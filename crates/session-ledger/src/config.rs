@@ -313,13 +313,6 @@ impl Settings {
             read_your_writes: duration("LEDGER_READ_YOUR_WRITES")?,
         })
     }
-
-    /// The service token, required outside `dev`.
-    pub fn require_service_token(&self) -> Result<&str, ConfigError> {
-        self.service_token.as_deref().ok_or(ConfigError::Missing {
-            var: "LEDGER_SERVICE_TOKEN",
-        })
-    }
 }
 
 fn invalid(var: &'static str, value: &str, message: impl std::fmt::Display) -> ConfigError {

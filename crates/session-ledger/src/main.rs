@@ -115,7 +115,7 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         println!("projector status listening on http://{addr}");
     }
     println!("ready");
-    if running.service_token_generated {
+    if running.service_token_generated && running.api_addr.is_some() {
         println!(
             "service token (generated; set LEDGER_SERVICE_TOKEN to choose one): {}",
             running.service_token
