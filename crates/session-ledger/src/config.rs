@@ -128,6 +128,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long the API trusts its own writes over the projection",
     ),
     (
+        "LEDGER_FAILPOINT",
+        "(off)",
+        "fault injection for crash tests: abort-after-append",
+    ),
+    ("LEDGER_LOG", "info", "log filter (tracing syntax)"),
+    (
+        "LEDGER_PROJECTOR_ADDR",
+        "127.0.0.1:8082",
+        "status and metrics of `session-ledger projector`",
+    ),
+    (
         "LEDGER_BACKEND",
         "embedded",
         "embedded (SQLite) or kafka (Kafka + CQL)",
@@ -334,6 +345,20 @@ mod tests {
                 .find(|(name, _)| *name == k)
                 .map(|(_, v)| (*v).to_owned())
         })
+    }
+
+    #[test]
+    fn every_variable_read_has_a_documented_default() {
+        let source = include_str!("config.rs");
+        let documented: Vec<&str> = VARIABLES.iter().map(|(name, _, _)| *name).collect();
+        let names = source.split('"').filter(|s| {
+            s.len() > 7
+                && s.starts_with("LEDGER_")
+                && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        });
+        for quoted in names {
+            assert!(documented.contains(&quoted), "{quoted} is not in VARIABLES");
+        }
     }
 
     #[test]
