@@ -9,7 +9,6 @@ use ledger_core::{Generation, SessionId};
 use ledger_projector::{Projector, ProjectorConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use reqwest::StatusCode;
-use serde_json::Value;
 use session_ledger::{Roles, Running, Settings, start};
 
 use crate::helpers::{Backend, Process, app_at, backend_env, str_field};
@@ -177,12 +176,7 @@ async fn api_killed_after_the_append_converges_on_the_same_refresh_token() {
         keys.mint(session, Generation::new(1)),
         "the successor is generation 1: the lost answer's token"
     );
-    let status: Value = app
-        .session(str_field(&login, "session_id"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(str_field(&login, "session_id")).await;
     assert_eq!(status["generation"], 1);
     assert_eq!(status["status"], "active");
     running.stop().await.unwrap();

@@ -196,11 +196,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `GET /v1/sessions/{id}`, expected to succeed.
+    pub async fn status(&self, id: &str) -> Value {
+        let response = self.session(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
     /// Waits (bounded) until a session's history holds `n` events; returns their types.
     pub async fn await_history(&self, id: &str, n: usize) -> Vec<String> {
         let start = std::time::Instant::now();
         loop {
-            let status: Value = self.session(id).await.json().await.unwrap();
+            let status = self.status(id).await;
             let types: Vec<String> = status["history"]
                 .as_array()
                 .unwrap()

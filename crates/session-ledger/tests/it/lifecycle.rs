@@ -37,7 +37,7 @@ pub async fn login_refresh_introspect_signout_introspect(backend: Backend) {
     let body: Value = after.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
 
-    let status: Value = app.session(session_id).await.json().await.unwrap();
+    let status = app.status(session_id).await;
     assert_eq!(status["status"], "revoked");
     assert_eq!(status["revocation"]["reason"], "logout");
     assert_eq!(status["generation"], 1);
@@ -69,12 +69,7 @@ pub async fn sixteen_concurrent_refreshes_yield_one_successor(backend: Backend) 
         16,
         "each answer has its own access token"
     );
-    let status: Value = app
-        .session(str_field(&login, "session_id"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(str_field(&login, "session_id")).await;
     assert_eq!(status["generation"], 1, "grace retries are not counted");
     assert_eq!(status["status"], "active");
     // The one successor works.
@@ -135,20 +130,10 @@ pub async fn reuse_after_grace_revokes_the_family_and_says_why(backend: Backend)
     assert_eq!(newest.status(), StatusCode::BAD_REQUEST);
     app.await_active(str_field(&second, "access_token"), false)
         .await;
-    let status: Value = app
-        .session(str_field(&login, "session_id"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(str_field(&login, "session_id")).await;
     assert_eq!(status["revocation"]["reason"], "reuse_detected");
     app.await_history(str_field(&login, "session_id"), 3).await;
-    let status: Value = app
-        .session(str_field(&login, "session_id"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(str_field(&login, "session_id")).await;
     let last = status["history"]
         .as_array()
         .unwrap()
@@ -255,7 +240,7 @@ pub async fn trace_context_reaches_the_log(backend: Backend) {
     let login: Value = response.json().await.unwrap();
     let id = str_field(&login, "session_id");
     app.await_history(id, 1).await;
-    let status: Value = app.session(id).await.json().await.unwrap();
+    let status = app.status(id).await;
     let recorded = str_field(&status["history"][0]["trace_context"], "traceparent");
     // Same trace; the span id is the caller's, or this service's request span.
     assert_eq!(recorded.split('-').nth(1), traceparent.split('-').nth(1));
