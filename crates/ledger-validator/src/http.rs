@@ -97,7 +97,16 @@ async fn revocation(
         .map_err(|e| ApiError::invalid_request(format!("session id: {e}")))?;
     let view = state.introspector.view();
     let status = view.status();
-    let body = match view.revocation(id) {
+    // `?subject=…` lets a subject-wide revocation count too: the view keeps no
+    // family's subject, only what token checks need.
+    let subject = form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "subject")
+        .map(|(_, v)| v.into_owned());
+    let revoked = match &subject {
+        Some(s) => view.revocation_for(id, s),
+        None => view.revocation(id),
+    };
+    let body = match revoked {
         Some(r) => json!({
             "session_id": id,
             "revoked": true,

@@ -1,14 +1,24 @@
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use ledger_core::Timestamp;
 use ledger_token::{AccessClaims, AccessTokenValidator, TokenError, VerificationKeys};
+use sha2::{Digest, Sha256};
 
+use crate::cache::{Verified, VerifiedCache};
 use crate::{RevocationView, Verdict};
+
+/// How many verified tokens an [`Introspector`] remembers by default.
+pub const DEFAULT_TOKEN_CACHE: usize = 65_536;
+
+/// Longest token worth hashing for the cache; longer ones are refused by validation.
+const MAX_CACHED_TOKEN_LEN: usize = 8 * 1024;
 
 /// The outcome of introspecting an access token.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Introspection {
-    Active(Box<AccessClaims>),
+    /// Shared with the cache of verified tokens.
+    Active(Arc<AccessClaims>),
     /// Bad token: signature, claims, type, expiry, …
     Invalid(TokenError),
     /// A good token of a revoked family.
@@ -34,17 +44,35 @@ impl Introspection {
 }
 
 /// Signature and claims (D8), then revocation state (D6).
+///
+/// A token whose signature and claims verified is remembered by the SHA-256 of the
+/// whole token string, so presenting it again skips the EdDSA verification. The
+/// entry is used only before the token's `exp` (after it, validation proper decides,
+/// with its leeway), is dropped when the keys change, and the cache is bounded. The
+/// revocation check is never cached: every call asks the view.
 #[derive(Debug, Clone)]
 pub struct Introspector {
-    tokens: Arc<RwLock<AccessTokenValidator>>,
+    tokens: Arc<ArcSwap<AccessTokenValidator>>,
     view: Arc<RevocationView>,
+    cache: Arc<VerifiedCache>,
 }
 
 impl Introspector {
+    /// With a cache of [`DEFAULT_TOKEN_CACHE`] verified tokens.
     pub fn new(tokens: AccessTokenValidator, view: Arc<RevocationView>) -> Self {
+        Self::with_token_cache(tokens, view, DEFAULT_TOKEN_CACHE)
+    }
+
+    /// With a cache of about `capacity` verified tokens (0: every call verifies).
+    pub fn with_token_cache(
+        tokens: AccessTokenValidator,
+        view: Arc<RevocationView>,
+        capacity: usize,
+    ) -> Self {
         Introspector {
-            tokens: Arc::new(RwLock::new(tokens)),
+            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
             view,
+            cache: Arc::new(VerifiedCache::new(capacity)),
         }
     }
 
@@ -52,31 +80,265 @@ impl Introspector {
         &self.view
     }
 
-    /// Installs new verification keys (rotation) without a restart.
+    /// Installs new verification keys (rotation) without a restart. Tokens verified
+    /// under the previous keys are verified again.
     pub fn set_keys(&self, keys: VerificationKeys) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_keys(keys);
+        let mut tokens = AccessTokenValidator::clone(&self.tokens.load());
+        tokens.set_keys(keys);
+        self.tokens.store(Arc::new(tokens));
+        self.cache.invalidate();
+    }
+
+    /// How many verified tokens are cached now.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 
     pub fn introspect(&self, token: &str, now: Timestamp) -> Introspection {
-        let claims = {
-            let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-            tokens.validate(token, now)
-        };
-        let claims = match claims {
-            Ok(c) => c,
+        let verified = match self.verify(token, now) {
+            Ok(v) => v,
             Err(e) => return Introspection::Invalid(e),
         };
-        let Ok(session_id) = claims.session_id() else {
-            return Introspection::Invalid(TokenError::Malformed("sid"));
-        };
-        let issued_at = Timestamp::from_unix_seconds(claims.iat);
-        match self.view.check(session_id, &claims.sub, issued_at, now) {
-            Verdict::Active => Introspection::Active(Box::new(claims)),
+        let issued_at = Timestamp::from_unix_seconds(verified.claims.iat);
+        match self
+            .view
+            .check(verified.session_id, &verified.claims.sub, issued_at, now)
+        {
+            Verdict::Active => Introspection::Active(verified.claims),
             v @ Verdict::Revoked { .. } => Introspection::Revoked(v),
             v @ Verdict::Stale { .. } => Introspection::Stale(v),
         }
+    }
+
+    /// Signature and claims, from the cache when this exact token verified before.
+    fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, TokenError> {
+        let now_s = now.unix_seconds();
+        let digest = (self.cache.enabled() && token.len() <= MAX_CACHED_TOKEN_LEN)
+            .then(|| <[u8; 32]>::from(Sha256::digest(token.as_bytes())));
+        if let Some(hit) = digest.and_then(|d| self.cache.get(&d, now_s)) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let claims = self.tokens.load().validate(token, now)?;
+        let session_id = claims
+            .session_id()
+            .map_err(|_| TokenError::Malformed("sid"))?;
+        let verified = Verified {
+            expires_at: claims.exp,
+            claims: Arc::new(claims),
+            session_id,
+            verified_at: now_s,
+            generation,
+        };
+        if let Some(d) = digest {
+            self.cache.insert(d, verified.clone());
+        }
+        Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ledger_core::ports::{LogRecord, Position};
+    use ledger_core::{
+        Command, DecideContext, Policy, Projection, RevokeReason, SessionId, Subject, decide,
+    };
+    use ledger_token::{AccessTokenIssuer, MintAccess, SigningKeys};
+
+    use super::*;
+
+    const ISS: &str = "https://issuer.test";
+    const AUD: &str = "api";
+
+    struct Fixture {
+        issuer: AccessTokenIssuer,
+        introspector: Introspector,
+        now: Timestamp,
+        session: SessionId,
+        events: Vec<ledger_core::Event>,
+    }
+
+    /// A caught-up view that knows one live family of alice.
+    fn fixture(leeway: Duration) -> Fixture {
+        let keys = SigningKeys::generate();
+        let validator = AccessTokenValidator::new(keys.verification_keys(), ISS, AUD, leeway);
+        let view = Arc::new(RevocationView::new(Duration::from_secs(3600)));
+        let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+        let policy = Policy::default();
+        let ctx = DecideContext {
+            now,
+            policy: &policy,
+            region: "t",
+            trace_context: None,
+        };
+        let session = SessionId::generate();
+        let open = Command::Open {
+            session_id: session,
+            subject: Subject::parse("alice").unwrap(),
+            client_id: None,
+            claims: Default::default(),
+            access_jti: "j".into(),
+        };
+        let events = decide(None, None, open, &ctx).unwrap();
+        view.apply(&records(&events), vec![], Some(0));
+        Fixture {
+            issuer: AccessTokenIssuer::new(keys, ISS, AUD),
+            introspector: Introspector::new(validator, view),
+            now,
+            session,
+            events,
+        }
+    }
+
+    fn records(events: &[ledger_core::Event]) -> Vec<LogRecord> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| LogRecord {
+                position: Position {
+                    partition: 0,
+                    offset: i as u64 + 1,
+                },
+                event: e.clone(),
+            })
+            .collect()
+    }
+
+    impl Fixture {
+        fn mint(&self, jti: &str, lifetime: Duration) -> String {
+            self.issuer.mint(&MintAccess {
+                subject: &Subject::parse("alice").unwrap(),
+                session_id: self.session,
+                jti,
+                issued_at: self.now,
+                expires_at: self.now.saturating_add(lifetime),
+                client_id: None,
+                extra: &Default::default(),
+            })
+        }
+
+        /// Replaces the validator by one that knows no key, *without* telling the
+        /// cache: only a cache hit can then make a token active.
+        fn forget_keys_behind_the_cache(&self) {
+            let other = SigningKeys::generate();
+            let blind =
+                AccessTokenValidator::new(other.verification_keys(), ISS, AUD, Duration::ZERO);
+            self.introspector.tokens.store(Arc::new(blind));
+        }
+
+        fn revoke(&self) {
+            let policy = Policy::default();
+            let ctx = DecideContext {
+                now: self.now,
+                policy: &policy,
+                region: "t",
+                trace_context: None,
+            };
+            let mut p = Projection::new();
+            for e in &self.events {
+                p.apply(e);
+            }
+            let revoke = Command::Revoke {
+                session_id: self.session,
+                reason: RevokeReason::Logout,
+            };
+            let revoked = decide(p.family(&self.session), None, revoke, &ctx).unwrap();
+            self.introspector
+                .view()
+                .apply(&records(&revoked), vec![], Some(0));
+        }
+    }
+
+    #[test]
+    fn a_repeated_token_is_served_from_the_cache() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        assert_eq!(f.introspector.cached_tokens(), 1);
+        f.forget_keys_behind_the_cache();
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+    }
+
+    #[test]
+    fn a_cached_entry_expires_with_the_token() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        let at_exp = f.now.saturating_add(Duration::from_secs(60));
+        assert_eq!(
+            f.introspector.introspect(&token, at_exp),
+            Introspection::Invalid(TokenError::Expired)
+        );
+        // Within the leeway, validation proper (not the cache) still accepts it.
+        let f = fixture(Duration::from_secs(30));
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        f.forget_keys_behind_the_cache();
+        let after_exp = f.now.saturating_add(Duration::from_secs(61));
+        assert!(
+            !f.introspector.introspect(&token, after_exp).is_active(),
+            "past exp the cached verification must not be used"
+        );
+    }
+
+    #[test]
+    fn a_revocation_after_caching_is_seen_at_once() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        f.revoke();
+        match f.introspector.introspect(&token, f.now) {
+            Introspection::Revoked(Verdict::Revoked { reason, .. }) => {
+                assert_eq!(reason, RevokeReason::Logout)
+            }
+            other => panic!("expected revoked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_different_token_with_the_same_prefix_does_not_hit() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        // Same header and claims, another signature.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+        assert_eq!(
+            f.introspector.introspect(&forged, f.now),
+            Introspection::Invalid(TokenError::Signature)
+        );
+        // A longer string that starts with the whole good token.
+        let extended = format!("{token}A");
+        assert!(!f.introspector.introspect(&extended, f.now).is_active());
+        assert_eq!(f.introspector.cached_tokens(), 1);
+    }
+
+    #[test]
+    fn new_keys_drop_cached_verifications() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        f.introspector
+            .set_keys(SigningKeys::generate().verification_keys());
+        assert_eq!(f.introspector.cached_tokens(), 0);
+        assert_eq!(
+            f.introspector.introspect(&token, f.now),
+            Introspection::Invalid(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_stale_view_fails_closed_even_for_a_cached_token() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(7200));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        let later = f.now.saturating_add(Duration::from_secs(3601));
+        assert!(matches!(
+            f.introspector.introspect(&token, later),
+            Introspection::Stale(_)
+        ));
     }
 }

@@ -6,11 +6,14 @@
 //! - [`Introspector`]: the full check (signature, claims, revocation).
 //! - [`http`]: the RFC 7662 listener, a thin layer over the above.
 
+mod cache;
 mod feeder;
 pub mod http;
 mod introspect;
+mod table;
 mod view;
 
 pub use feeder::{FeederConfig, ViewFeeder};
-pub use introspect::{Introspection, Introspector};
-pub use view::{RevocationView, Verdict, ViewStatus};
+pub use introspect::{DEFAULT_TOKEN_CACHE, Introspection, Introspector};
+pub use table::FamilyEntry;
+pub use view::{RevocationView, Verdict, ViewReader, ViewStatus};

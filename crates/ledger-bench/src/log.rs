@@ -1,0 +1,223 @@
+//! Rows 6 and 7: the projector folding the embedded log into the store, and a replay
+//! folding the same log into a `ledger_core::Projection` (what an auditor or a new
+//! validator does).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ledger_core::ports::{EventLog, LogSource, Position, ProjectionStore, StartFrom};
+use ledger_core::{
+    Command, DecideContext, FamilyState, Policy, Projection, RevokeReason, SessionId, Subject,
+    Timestamp, decide,
+};
+use ledger_embedded::Embedded;
+use ledger_projector::{Projector, ProjectorConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::report::progress;
+
+#[derive(Debug)]
+pub struct LogFigures {
+    pub events: usize,
+    pub families: usize,
+    pub projector: Duration,
+    /// Read from SQLite + JSON decode + fold, one reader.
+    pub replay: Duration,
+    /// The same with the log split among `readers` threads, merged at the end.
+    pub replay_parallel: Duration,
+    pub readers: usize,
+    /// The fold alone.
+    pub fold: Duration,
+    /// Whether the replayed projection equals the projector's store.
+    pub digests_match: bool,
+}
+
+/// Writes about `target` events (per family: login, two refreshes, every third
+/// family a signout), then times the projector over them and a replay of them.
+pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Result<LogFigures> {
+    let dir = tempfile::tempdir()?;
+    let log = Embedded::open(dir.path())?;
+    progress(&format!("writing about {target} events to an embedded log"));
+    let policy = Policy::default();
+    let mut written = 0;
+    let mut families = 0;
+    let mut batch = Vec::with_capacity(10_000);
+    while written < target {
+        let ctx = DecideContext {
+            now: Timestamp::now(),
+            policy: &policy,
+            region: "bench",
+            trace_context: None,
+        };
+        let id = SessionId::generate();
+        let open = Command::Open {
+            session_id: id,
+            subject: Subject::parse(format!("user-{}", families % 10_000))?,
+            client_id: Some("bench".into()),
+            claims: serde_json::Map::from_iter([("scope".to_owned(), "orders:read".into())]),
+            access_jti: SessionId::generate().to_string(),
+        };
+        let mut history = decide(None, None, open, &ctx)?;
+        let mut state =
+            FamilyState::from_event(&history[0]).context("a login is a family event")?;
+        for _ in 0..2 {
+            let presented = state.head.map(|h| h.generation).unwrap_or_default();
+            let refresh = Command::Refresh {
+                session_id: id,
+                presented,
+                access_jti: SessionId::generate().to_string(),
+            };
+            let events = decide(Some(&state), None, refresh, &ctx)?;
+            for e in &events {
+                if let Some(f) = FamilyState::from_event(e) {
+                    state.merge(&f);
+                }
+            }
+            history.extend(events);
+        }
+        if families % 3 == 0 {
+            let revoke = Command::Revoke {
+                session_id: id,
+                reason: RevokeReason::Logout,
+            };
+            history.extend(decide(Some(&state), None, revoke, &ctx)?);
+        }
+        families += 1;
+        batch.extend(history);
+        if batch.len() >= 10_000 {
+            written += batch.len();
+            log.append(&batch).await?;
+            batch.clear();
+        }
+    }
+
+    progress(&format!(
+        "projector folding {written} events into the embedded store"
+    ));
+    let projector = Projector::new(
+        Arc::new(log.clone()),
+        Arc::new(log.clone()),
+        ProjectorConfig::default(),
+    );
+    let stats = projector.stats();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = tokio::spawn(projector.run(shutdown.clone()));
+    let mut last_report = Instant::now();
+    while stats.events_applied.load(Ordering::Relaxed) < written as u64 {
+        if running.is_finished() {
+            anyhow::bail!("the projector stopped early");
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            progress(&format!(
+                "projector: {} of {written} events",
+                stats.events_applied.load(Ordering::Relaxed)
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let projector_time = started.elapsed();
+    shutdown.cancel();
+    running.await??;
+
+    progress(&format!(
+        "replaying {written} events into a projection, one reader"
+    ));
+    let last = u64::try_from(log.last_offset())?;
+    let started = Instant::now();
+    let (single, fold, replayed) = replay_range(log.clone(), 1, last).await?;
+    let replay = started.elapsed();
+    anyhow::ensure!(
+        replayed == written,
+        "replayed {replayed} of {written} events"
+    );
+
+    progress(&format!(
+        "replaying {written} events into a projection, {readers} readers on their own threads"
+    ));
+    let started = Instant::now();
+    let parallel = replay_parallel(&log, last, readers)?;
+    let replay_parallel = started.elapsed();
+
+    let stored = log.snapshot().await?.digest();
+    Ok(LogFigures {
+        events: written,
+        families,
+        projector: projector_time,
+        replay,
+        replay_parallel,
+        readers,
+        fold,
+        digests_match: stored == single.digest() && stored == parallel.digest(),
+    })
+}
+
+/// Folds offsets `from..=to` of the log into a projection: (projection, time spent
+/// folding, events read).
+async fn replay_range(
+    log: Embedded,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<(Projection, Duration, usize)> {
+    let start = StartFrom::Positions(vec![Position {
+        partition: 0,
+        offset: from,
+    }]);
+    let mut reader = log.reader(start).await?;
+    let mut projection = Projection::new();
+    let mut fold = Duration::ZERO;
+    let mut replayed = 0;
+    let mut next = from;
+    while next <= to {
+        let max = usize::try_from((to + 1 - next).min(10_000))?;
+        let batch = reader.poll(max, Duration::ZERO).await?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        next = last.position.offset + 1;
+        let t = Instant::now();
+        for r in &batch {
+            projection.apply(&r.event);
+        }
+        fold += t.elapsed();
+        replayed += batch.len();
+    }
+    Ok((projection, fold, replayed))
+}
+
+/// The projection is a function of the set of events (I5), so a replay can split
+/// the log into ranges, fold each on its own thread, and merge the results.
+fn replay_parallel(log: &Embedded, last: u64, readers: usize) -> anyhow::Result<Projection> {
+    let readers = readers.max(1) as u64;
+    let per = last.div_ceil(readers);
+    let parts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..readers)
+            .map(|r| {
+                let log = log.clone();
+                s.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let from = r * per + 1;
+                    let to = ((r + 1) * per).min(last);
+                    runtime.block_on(replay_range(log, from, to))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut whole = Projection::new();
+    for (part, _, _) in &parts {
+        whole.merge(part);
+    }
+    Ok(whole)
+}

@@ -1,0 +1,492 @@
+//! `ledger-bench`: one run, one table. Measures Session Ledger's revocation lookups,
+//! validations, HTTP introspection, refresh, revocation propagation, projector and
+//! replay on this machine, next to the approach it replaces — a `jti` blacklist in a
+//! real Redis on loopback, run by this same program on the same token set and at the
+//! same concurrency. `scripts/bench.sh` builds it, starts Redis, runs it and stops
+//! Redis; `docs/BENCHMARKS.md` records a run.
+//!
+//! Figures go to stdout (the table); progress goes to stderr.
+
+mod baseline;
+mod inprocess;
+mod log;
+mod report;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cap::Cap;
+use clap::Parser;
+
+use crate::report::{Table, duration, progress, rate, ratio};
+
+/// Counts every byte the program holds, to measure what the revocation view keeps.
+#[global_allocator]
+static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+
+#[derive(Parser, Debug)]
+#[command(name = "ledger-bench", about, long_about = None)]
+struct Cli {
+    /// The baseline's Redis (`scripts/redis.sh start` prints one). Without it the
+    /// baseline column says "not run".
+    #[arg(long, env = "LEDGER_BENCH_REDIS")]
+    redis: Option<String>,
+    /// Revoked families in the in-process view (and keys in the Redis blacklist).
+    #[arg(long, default_value_t = 1_000_000)]
+    families: usize,
+    /// The larger in-process view; 0 skips it.
+    #[arg(long, default_value_t = 10_000_000)]
+    large_families: usize,
+    /// Also load the larger count into Redis and measure it there.
+    #[arg(long)]
+    redis_large: bool,
+    /// Seconds each timed phase runs.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Threads for the in-process phases (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Worker threads of this program's async runtime, which runs the HTTP and Redis
+    /// clients (and the service's own tasks; its HTTP servers have their own threads).
+    /// One leaves the cores to the servers: on 2 cores more only adds scheduling delay.
+    #[arg(long, default_value_t = 1)]
+    runtime_threads: usize,
+    /// Concurrent connections of the HTTP load and of the Redis baseline.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Distinct access tokens for the fresh-token validations.
+    #[arg(long, default_value_t = 20_000)]
+    tokens: usize,
+    /// Working set of the repeated-token validations.
+    #[arg(long, default_value_t = 1_000)]
+    hot_tokens: usize,
+    /// Sessions (tokens) the HTTP introspection load cycles through.
+    #[arg(long, default_value_t = 256)]
+    sessions: usize,
+    /// Clients refreshing concurrently.
+    #[arg(long, default_value_t = 16)]
+    refresh_concurrency: usize,
+    /// Signouts timed for propagation.
+    #[arg(long, default_value_t = 200)]
+    propagation_samples: usize,
+    /// Events written to the embedded log for the projector and replay rows.
+    #[arg(long, default_value_t = 300_000)]
+    events: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cli.threads.unwrap_or(cores);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.runtime_threads.max(1))
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let (table, redis_version) = runtime.block_on(run(&cli, cores, threads))?;
+    println!(
+        "Machine: {cores} cores, {} GiB memory; in-process phases on {threads} threads; \
+         HTTP and Redis at {} connections from a {}-thread client runtime; baseline Redis {}. \
+         Whole run: {}.\n",
+        memory_gib(),
+        cli.concurrency,
+        cli.runtime_threads.max(1),
+        redis_version.as_deref().unwrap_or("not run"),
+        duration(started.elapsed())
+    );
+    print!("{}", table.render());
+    Ok(())
+}
+
+async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, Option<String>)> {
+    let mut table = Table::default();
+    let redis = match &cli.redis {
+        Some(url) => Some(baseline::Redis::connect(url).await?),
+        None => {
+            progress("no --redis: the baseline is not run");
+            None
+        }
+    };
+    let not_run = || "not run (no --redis)".to_owned();
+
+    // Row 1: in-process lookups at the default size, and the Redis baseline.
+    let now = ledger_core::Timestamp::now();
+    let population = inprocess::populate(cli.families, now);
+    let queries = inprocess::queries(&population, 1 << 20, 2);
+    progress(&format!(
+        "lookups on {threads} threads for {} s",
+        cli.seconds
+    ));
+    let lookups = inprocess::lookups(&population.view, &queries, threads, cli.seconds, false);
+    let shared = inprocess::lookups(&population.view, &queries, threads, cli.seconds, true);
+    let tokens = inprocess::mint(&population, cli.tokens, threads);
+
+    let mut redis_exists = None;
+    let mut redis_bytes = None;
+    if let Some(redis) = &redis {
+        let mut keys: Vec<String> = population.revoked.iter().map(|id| id.to_string()).collect();
+        keys.extend(
+            tokens
+                .tokens
+                .iter()
+                .filter(|t| t.2)
+                .map(|(_, jti, _)| jti.clone()),
+        );
+        redis_bytes = Some(
+            redis
+                .load_blacklist(&keys, Duration::from_secs(3600))
+                .await?,
+        );
+        drop(keys);
+        let query_keys: Arc<Vec<String>> =
+            Arc::new(queries.iter().map(|q| q.id.to_string()).collect());
+        progress(&format!(
+            "Redis EXISTS at {} connections for {} s",
+            cli.concurrency, cli.seconds
+        ));
+        redis_exists = Some(
+            redis
+                .exists(query_keys, cli.concurrency, cli.seconds)
+                .await?,
+        );
+    }
+    let redis_per_core = redis_exists.as_ref().map(|l| l.per_second() / cores as f64);
+    table.push(
+        "1",
+        format!(
+            "revocation lookups in-process, {} revoked families (half the lookups hit one)",
+            cli.families
+        ),
+        lookup_figures(&lookups, &shared),
+        redis_exists.as_mut().map_or_else(not_run, |l| {
+            format!(
+                "{} per core ({} total; {})",
+                rate(l.per_second() / cores as f64, "EXISTS"),
+                rate(l.per_second(), "EXISTS"),
+                l.latencies.p50_p99()
+            )
+        }),
+        redis_per_core.map_or("—".into(), |r| {
+            format!(
+                "{} (shared `check`: {})",
+                ratio(lookups.per_core(), r),
+                ratio(shared.per_core(), r)
+            )
+        }),
+    );
+    check_half(lookups.revoked, lookups.operations, "lookups")?;
+    check_half(shared.revoked, shared.operations, "lookups")?;
+    let mostly_live = inprocess::queries(&population, 1 << 20, 100);
+    let live_reader =
+        inprocess::lookups(&population.view, &mostly_live, threads, cli.seconds, false);
+    let live_shared =
+        inprocess::lookups(&population.view, &mostly_live, threads, cli.seconds, true);
+    drop(mostly_live);
+    table.push(
+        "1",
+        format!(
+            "revocation lookups in-process, {} revoked families (1 lookup in 100 hits one)",
+            cli.families
+        ),
+        lookup_figures(&live_reader, &live_shared),
+        redis_per_core.map_or_else(not_run, |r| {
+            rate(r, "EXISTS").replace("/s", "/s per core (as above)")
+        }),
+        redis_per_core.map_or("—".into(), |r| {
+            format!(
+                "{} (shared `check`: {})",
+                ratio(live_reader.per_core(), r),
+                ratio(live_shared.per_core(), r)
+            )
+        }),
+    );
+    table.push(
+        "1",
+        format!("memory per revoked family, {} families", cli.families),
+        format!(
+            "{:.1} B counted by the allocator ({:.1} B by size accounting)",
+            population.counted_bytes as f64 / cli.families as f64,
+            population.accounted_bytes as f64 / cli.families as f64
+        ),
+        redis_bytes.map_or_else(not_run, |b| {
+            format!("{b:.1} B (used_memory growth per key)")
+        }),
+        redis_bytes.map_or("—".into(), |b| {
+            ratio(b, population.counted_bytes as f64 / cli.families as f64)
+                .replace('×', "× smaller")
+        }),
+    );
+
+    // Row 2: full validations, against verify + EXISTS.
+    progress(&format!("validating {} fresh tokens", tokens.tokens.len()));
+    let fresh = inprocess::validations_fresh(&population.view, &tokens, threads);
+    check_half(fresh.revoked, fresh.operations, "fresh validations")?;
+    progress(&format!(
+        "validating a working set of {} tokens for {} s",
+        cli.hot_tokens, cli.seconds
+    ));
+    let repeated = inprocess::validations_repeated(
+        &population.view,
+        &tokens,
+        cli.hot_tokens,
+        threads,
+        cli.seconds,
+    );
+    let mut verify_exists = None;
+    if let Some(redis) = &redis {
+        progress("baseline: JWT verification + Redis EXISTS per token");
+        let shared = Arc::new(
+            tokens
+                .tokens
+                .iter()
+                .map(|t| (t.0.clone(), t.1.clone(), t.2))
+                .collect::<Vec<_>>(),
+        );
+        // The verification is CPU work: give the baseline a worker per core, as a
+        // resource server would have.
+        let validator = Arc::new(tokens.validator.clone());
+        let load = tokio::task::block_in_place(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .enable_all()
+                .build()?
+                .block_on(redis.verify_then_exists(validator, shared, cli.concurrency))
+        })?;
+        check_half(load.hits, load.operations, "baseline blacklist hits")?;
+        verify_exists = Some(load);
+    }
+    let baseline_validation = verify_exists
+        .as_ref()
+        .map(|l| l.per_second() / cores as f64);
+    let baseline_text = || {
+        verify_exists.as_ref().map_or_else(not_run, |l| {
+            format!(
+                "{} per core: EdDSA verify + claims, then EXISTS jti",
+                rate(l.per_second() / cores as f64, "validations")
+            )
+        })
+    };
+    table.push(
+        "2",
+        format!(
+            "full validations, fresh tokens (EdDSA verify + claims + revocation), {} tokens",
+            tokens.tokens.len()
+        ),
+        format!("{} per core", rate(fresh.per_core(), "validations")),
+        baseline_text(),
+        baseline_validation.map_or("—".into(), |b| ratio(fresh.per_core(), b)),
+    );
+    table.push(
+        "2",
+        format!(
+            "full validations, repeated tokens (verified-token cache + revocation), {} tokens",
+            cli.hot_tokens
+        ),
+        format!("{} per core", rate(repeated.per_core(), "validations")),
+        baseline_text(),
+        baseline_validation.map_or("—".into(), |b| ratio(repeated.per_core(), b)),
+    );
+    drop(tokens);
+    drop(queries);
+    drop(population);
+
+    // Row 1 again, at the larger size.
+    if cli.large_families > 0 {
+        let large = inprocess::populate(cli.large_families, now);
+        let queries = inprocess::queries(&large, 1 << 20, 2);
+        progress(&format!(
+            "lookups on {threads} threads for {} s",
+            cli.seconds
+        ));
+        let lookups = inprocess::lookups(&large.view, &queries, threads, cli.seconds, false);
+        let shared = inprocess::lookups(&large.view, &queries, threads, cli.seconds, true);
+        check_half(lookups.revoked, lookups.operations, "lookups")?;
+        check_half(shared.revoked, shared.operations, "lookups")?;
+        let mut large_exists = None;
+        let mut large_bytes = None;
+        if let (Some(redis), true) = (&redis, cli.redis_large) {
+            let keys: Vec<String> = large.revoked.iter().map(|id| id.to_string()).collect();
+            large_bytes = Some(
+                redis
+                    .load_blacklist(&keys, Duration::from_secs(3600))
+                    .await?,
+            );
+            drop(keys);
+            let query_keys = Arc::new(queries.iter().map(|q| q.id.to_string()).collect());
+            large_exists = Some(
+                redis
+                    .exists(query_keys, cli.concurrency, cli.seconds)
+                    .await?,
+            );
+        }
+        let skipped = || "not run (add --redis-large)".to_owned();
+        table.push(
+            "1",
+            format!(
+                "revocation lookups in-process, {} revoked families",
+                cli.large_families
+            ),
+            lookup_figures(&lookups, &shared),
+            large_exists.as_mut().map_or_else(skipped, |l| {
+                format!(
+                    "{} per core ({})",
+                    rate(l.per_second() / cores as f64, "EXISTS"),
+                    l.latencies.p50_p99()
+                )
+            }),
+            large_exists.as_ref().map_or("—".into(), |l| {
+                ratio(lookups.per_core(), l.per_second() / cores as f64)
+            }),
+        );
+        table.push(
+            "1",
+            format!("memory per revoked family, {} families", cli.large_families),
+            format!(
+                "{:.1} B counted by the allocator ({:.1} B by size accounting); built in {}",
+                large.counted_bytes as f64 / cli.large_families as f64,
+                large.accounted_bytes as f64 / cli.large_families as f64,
+                duration(large.build)
+            ),
+            large_bytes.map_or_else(skipped, |b| {
+                format!("{b:.1} B (used_memory growth per key)")
+            }),
+            "—",
+        );
+    }
+
+    // Rows 3 to 5: the service over HTTP.
+    let app = service::App::start().await?;
+    let sessions = service::sessions(&app, cli.sessions).await?;
+    let access: Arc<Vec<String>> = Arc::new(sessions.into_iter().map(|s| s.1).collect());
+    progress(&format!(
+        "HTTP introspection at {} connections for {} s",
+        cli.concurrency, cli.seconds
+    ));
+    let mut http = service::introspection_load(&app, access, cli.concurrency, cli.seconds).await?;
+    anyhow::ensure!(
+        http.errors == 0,
+        "{} introspections were not active",
+        http.errors
+    );
+    table.push(
+        "3",
+        format!(
+            "HTTP introspection (RFC 7662, keep-alive, hyper client in-process), {} connections",
+            cli.concurrency
+        ),
+        format!(
+            "{}, {}",
+            rate(http.per_second(), "req"),
+            http.latencies.p50_p99()
+        ),
+        redis_exists.as_mut().map_or_else(not_run, |l| {
+            format!(
+                "{} EXISTS over loopback, {}",
+                rate(l.per_second(), "req"),
+                l.latencies.p50_p99()
+            )
+        }),
+        redis_exists
+            .as_ref()
+            .map_or("—".into(), |l| ratio(http.per_second(), l.per_second())),
+    );
+    progress(&format!(
+        "refresh at {} clients for {} s",
+        cli.refresh_concurrency, cli.seconds
+    ));
+    let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
+    table.push(
+        "4",
+        format!(
+            "refresh end to end (POST /oauth2/token, embedded backend, fsync per append), {} clients",
+            cli.refresh_concurrency
+        ),
+        format!("{}, {}", rate(refresh.per_second(), "req"), refresh.latencies.p50_p99()),
+        "—",
+        "—",
+    );
+    let mut propagation = service::propagation(&app, cli.propagation_samples).await?;
+    table.push(
+        "5",
+        format!(
+            "revocation propagation, signout response → validator answers inactive ({} signouts, embedded)",
+            propagation.len()
+        ),
+        format!(
+            "{}, max {}",
+            propagation.p50_p99(),
+            duration(propagation.max())
+        ),
+        "—",
+        "—",
+    );
+    app.stop().await?;
+
+    // Rows 6 and 7: projector and replay on the embedded log.
+    let figures = log::projector_and_replay(cli.events, threads).await?;
+    table.push(
+        "6",
+        format!(
+            "projector, embedded log → embedded store ({} events, {} families)",
+            figures.events, figures.families
+        ),
+        rate(
+            figures.events as f64 / figures.projector.as_secs_f64(),
+            "events",
+        ),
+        "—",
+        "—",
+    );
+    table.push(
+        "7",
+        format!(
+            "replay: read the embedded log, decode, fold into a Projection ({} events; state equals the projector's: {})",
+            figures.events,
+            if figures.digests_match { "yes" } else { "NO" }
+        ),
+        format!(
+            "{} with the log split among {} reader threads and merged; {} with one reader (of which the fold alone: {})",
+            rate(
+                figures.events as f64 / figures.replay_parallel.as_secs_f64(),
+                "events"
+            ),
+            figures.readers,
+            rate(figures.events as f64 / figures.replay.as_secs_f64(), "events"),
+            rate(figures.events as f64 / figures.fold.as_secs_f64(), "events")
+        ),
+        "—",
+        "—",
+    );
+    Ok((table, redis.map(|r| r.version)))
+}
+
+fn lookup_figures(reader: &inprocess::Throughput, shared: &inprocess::Throughput) -> String {
+    format!(
+        "{} per core with a `ViewReader` per thread ({} per lookup); {} per core through the shared `check`",
+        rate(reader.per_core(), "lookups"),
+        duration(Duration::from_secs_f64(1.0 / reader.per_core())),
+        rate(shared.per_core(), "lookups"),
+    )
+}
+
+/// About half the answers must say revoked: otherwise the run measured the wrong thing.
+fn check_half(revoked: u64, total: u64, what: &str) -> anyhow::Result<()> {
+    let share = revoked as f64 / total.max(1) as f64;
+    anyhow::ensure!(
+        (0.4..=0.6).contains(&share),
+        "{what}: {revoked} of {total} answers were revoked; expected about half"
+    );
+    Ok(())
+}
+
+fn memory_gib() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.1}", kb / 1024.0 / 1024.0))
+}
