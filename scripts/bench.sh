@@ -26,4 +26,12 @@ else
   url="$(scripts/redis.sh start)"
 fi
 
-target/release/ledger-bench --redis "$url" "$@"
+# Kafka and Cassandra rows when the services are up (scripts/services.sh up).
+kafka=()
+if scripts/services.sh status >/dev/null 2>&1; then
+  kafka=(--kafka 127.0.0.1:9092 --cql 127.0.0.1:9042)
+else
+  echo "bench.sh: Kafka/Cassandra not up; run scripts/services.sh up for the Kafka rows" >&2
+fi
+
+target/release/ledger-bench --redis "$url" "${kafka[@]}" "$@"

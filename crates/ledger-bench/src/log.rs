@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ledger_core::ports::{EventLog, LogSource, Position, ProjectionStore, StartFrom};
 use ledger_core::{
-    Command, DecideContext, FamilyState, Policy, Projection, RevokeReason, SessionId, Subject,
-    Timestamp, decide,
+    Command, DecideContext, Event, FamilyState, Policy, Projection, RevokeReason, SessionId,
+    Subject, Timestamp, decide,
 };
 use ledger_embedded::Embedded;
 use ledger_projector::{Projector, ProjectorConfig};
@@ -36,14 +36,13 @@ pub struct LogFigures {
 
 /// Writes about `target` events (per family: login, two refreshes, every third
 /// family a signout), then times the projector over them and a replay of them.
-pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Result<LogFigures> {
-    let dir = tempfile::tempdir()?;
-    let log = Embedded::open(dir.path())?;
-    progress(&format!("writing about {target} events to an embedded log"));
+/// About `target` events: per family a login, two refreshes, and for every third
+/// family a signout. Returns the events and the number of families.
+pub fn generate(target: usize) -> anyhow::Result<(Vec<Event>, usize)> {
     let policy = Policy::default();
     let mut written = 0;
     let mut families = 0;
-    let mut batch = Vec::with_capacity(10_000);
+    let mut batch = Vec::with_capacity(target + 8);
     while written < target {
         let ctx = DecideContext {
             now: Timestamp::now(),
@@ -85,13 +84,22 @@ pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Resu
             history.extend(decide(Some(&state), None, revoke, &ctx)?);
         }
         families += 1;
+        written += history.len();
         batch.extend(history);
-        if batch.len() >= 10_000 {
-            written += batch.len();
-            log.append(&batch).await?;
-            batch.clear();
-        }
     }
+    Ok((batch, families))
+}
+
+pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Result<LogFigures> {
+    let dir = tempfile::tempdir()?;
+    let log = Embedded::open(dir.path())?;
+    progress(&format!("writing about {target} events to an embedded log"));
+    let (events, families) = generate(target)?;
+    let written = events.len();
+    for chunk in events.chunks(10_000) {
+        log.append(chunk).await?;
+    }
+    drop(events);
 
     progress(&format!(
         "projector folding {written} events into the embedded store"
@@ -220,4 +228,78 @@ fn replay_parallel(log: &Embedded, last: u64, readers: usize) -> anyhow::Result<
         whole.merge(part);
     }
     Ok(whole)
+}
+
+/// Figures of the Kafka → CQL path.
+#[derive(Debug)]
+pub struct KafkaFigures {
+    pub events: usize,
+    /// Appending them all with `acks=all` (batches of 10 000 in flight).
+    pub append: Duration,
+    /// The projector folding them from the topic into a fresh keyspace.
+    pub projector: Duration,
+}
+
+/// Appends about `target` events to a fresh topic, then times a projector folding them
+/// into a fresh keyspace.
+pub async fn kafka_projector(
+    brokers: &str,
+    cql_nodes: &str,
+    target: usize,
+) -> anyhow::Result<KafkaFigures> {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = ledger_kafka::KafkaConfig::new(brokers, format!("bench-{unique}"));
+    config.partitions = 6;
+    let log = ledger_kafka::KafkaLog::connect(config).await?;
+    let nodes = cql_nodes.split(',').map(str::to_owned).collect();
+    let store = ledger_scylla::ScyllaStore::connect(ledger_scylla::ScyllaConfig::new(
+        nodes,
+        format!("bench_{unique}"),
+    ))
+    .await?;
+    let (events, _) = generate(target)?;
+    let written = events.len();
+    progress(&format!("appending {written} events to Kafka (acks=all)"));
+    let started = Instant::now();
+    for chunk in events.chunks(10_000) {
+        log.append(chunk).await?;
+    }
+    let append = started.elapsed();
+    drop(events);
+
+    progress(&format!(
+        "projector folding {written} events from Kafka into Cassandra"
+    ));
+    let projector = Projector::new(
+        Arc::new(log),
+        Arc::new(store),
+        ProjectorConfig {
+            group: format!("bench-{unique}"),
+            ..ProjectorConfig::default()
+        },
+    );
+    let stats = projector.stats();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = tokio::spawn(projector.run(shutdown.clone()));
+    let mut last_report = Instant::now();
+    while stats.events_applied.load(Ordering::Relaxed) < written as u64 {
+        anyhow::ensure!(!running.is_finished(), "the projector stopped early");
+        if last_report.elapsed() > Duration::from_secs(5) {
+            progress(&format!(
+                "projector: {} of {written} events",
+                stats.events_applied.load(Ordering::Relaxed)
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let projector_time = started.elapsed();
+    shutdown.cancel();
+    running.await??;
+    Ok(KafkaFigures {
+        events: written,
+        append,
+        projector: projector_time,
+    })
 }

@@ -73,6 +73,15 @@ struct Cli {
     /// Events written to the embedded log for the projector and replay rows.
     #[arg(long, default_value_t = 300_000)]
     events: usize,
+    /// Also measure rows 4 to 6 on Kafka + CQL (e.g. 127.0.0.1:9092, with
+    /// `scripts/services.sh up`); `--cql` names the CQL contact points.
+    #[arg(long, env = "LEDGER_BENCH_KAFKA")]
+    kafka: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:9042")]
+    cql: String,
+    /// Events for the Kafka → CQL projector row.
+    #[arg(long, default_value_t = 60_000)]
+    kafka_events: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -422,6 +431,54 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         "—",
     );
     app.stop().await?;
+
+    if let Some(brokers) = &cli.kafka {
+        let app = service::App::start_on_kafka(brokers, &cli.cql).await?;
+        // Let the validator bootstrap before measuring.
+        service::sessions(&app, 8).await?;
+        progress(&format!(
+            "refresh on Kafka at {} clients for {} s",
+            cli.refresh_concurrency, cli.seconds
+        ));
+        let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
+        table.push(
+            "4",
+            format!(
+                "refresh end to end on Kafka (acks=all, idempotent producer) + Cassandra, {} clients",
+                cli.refresh_concurrency
+            ),
+            format!("{}, {}", rate(refresh.per_second(), "req"), refresh.latencies.p50_p99()),
+            "—",
+            "—",
+        );
+        let mut propagation = service::propagation(&app, cli.propagation_samples).await?;
+        table.push(
+            "5",
+            format!(
+                "revocation propagation on Kafka, signout response → validator (tailing the topic) answers inactive ({} signouts)",
+                propagation.len()
+            ),
+            format!("{}, max {}", propagation.p50_p99(), duration(propagation.max())),
+            "—",
+            "—",
+        );
+        app.stop().await?;
+        let kafka = log::kafka_projector(brokers, &cli.cql, cli.kafka_events).await?;
+        table.push(
+            "6",
+            format!(
+                "projector, Kafka → Cassandra ({} events; appended with acks=all at {})",
+                kafka.events,
+                rate(kafka.events as f64 / kafka.append.as_secs_f64(), "events")
+            ),
+            rate(
+                kafka.events as f64 / kafka.projector.as_secs_f64(),
+                "events",
+            ),
+            "—",
+            "—",
+        );
+    }
 
     // Rows 6 and 7: projector and replay on the embedded log.
     let figures = log::projector_and_replay(cli.events, threads).await?;

@@ -31,14 +31,32 @@ pub struct App {
 
 impl App {
     pub async fn start() -> anyhow::Result<App> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts on Kafka + CQL (a topic and keyspace of its own).
+    pub async fn start_on_kafka(brokers: &str, cql_nodes: &str) -> anyhow::Result<App> {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        Self::start_with(&[
+            ("LEDGER_BACKEND", "kafka".to_owned()),
+            ("LEDGER_KAFKA_BROKERS", brokers.to_owned()),
+            ("LEDGER_SCYLLA_NODES", cql_nodes.to_owned()),
+            ("LEDGER_KAFKA_TOPIC", format!("bench-{unique}")),
+            ("LEDGER_SCYLLA_KEYSPACE", format!("bench_{unique}")),
+        ])
+        .await
+    }
+
+    async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<App> {
         let data = tempfile::tempdir()?;
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("LEDGER_API_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_VALIDATOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_PROJECTOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_DATA_DIR", data.path().display().to_string()),
             ("LEDGER_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()),
         ]);
+        env.extend(extra.iter().cloned());
         let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
         let running = start(settings, Roles::ALL).await?;
         let api = running.api_addr.context("api did not start")?;

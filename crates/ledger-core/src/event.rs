@@ -155,7 +155,49 @@ impl Event {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Reads an event. Faster than the derived `Deserialize` (which buffers the whole
+    /// object to resolve the flattened `type`/`data`): the envelope is read once, the
+    /// payload straight into its type.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        #[derive(Deserialize)]
+        struct Wire<'a> {
+            event_id: EventId,
+            schema_version: u32,
+            session_id: Option<SessionId>,
+            subject: Subject,
+            generation: Option<Generation>,
+            occurred_at: Timestamp,
+            region: String,
+            #[serde(default)]
+            trace_context: Option<TraceContext>,
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            data: &'a serde_json::value::RawValue,
+        }
+        let wire: Wire<'_> = serde_json::from_slice(bytes)?;
+        let data = wire.data.get();
+        let kind = match wire.kind.as_ref() {
+            "SessionIssued" => EventKind::SessionIssued(serde_json::from_str(data)?),
+            "SessionRefreshed" => EventKind::SessionRefreshed(serde_json::from_str(data)?),
+            "SessionRevokedAll" => EventKind::SessionRevokedAll(serde_json::from_str(data)?),
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["SessionIssued", "SessionRefreshed", "SessionRevokedAll"],
+                ));
+            }
+        };
+        Ok(Event {
+            event_id: wire.event_id,
+            schema_version: wire.schema_version,
+            session_id: wire.session_id,
+            subject: wire.subject,
+            generation: wire.generation,
+            occurred_at: wire.occurred_at,
+            region: wire.region,
+            trace_context: wire.trace_context,
+            kind,
+        })
     }
 }

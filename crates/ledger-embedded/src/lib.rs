@@ -225,7 +225,11 @@ impl LogSource for Embedded {
                 (committed.first().map_or(1, |p| p.offset), Some(group))
             }
         };
+        // Each reader reads on a connection of its own: readers in WAL mode never wait
+        // for each other, nor for the API's reads.
+        let conn = Arc::new(Mutex::new(connect(&self.inner.path)?));
         Ok(Box::new(EmbeddedReader {
+            conn,
             log: self.clone(),
             next: i64::try_from(next).unwrap_or(i64::MAX).max(1),
             group,
@@ -258,6 +262,7 @@ impl LogSource for Embedded {
 /// Reads the embedded log from a position, waking when something is appended.
 #[derive(Debug)]
 pub struct EmbeddedReader {
+    conn: Arc<Mutex<Connection>>,
     log: Embedded,
     /// The next offset to read.
     next: i64,
@@ -269,16 +274,16 @@ impl EmbeddedReader {
     async fn read_batch(&self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
         let from = self.next;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, Vec<u8>)> = self
-            .log
-            .read(move |c| {
-                let mut q = c.prepare_cached(
-                    "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
-                )?;
-                let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            })
-            .await?;
+        let conn = self.conn.clone();
+        let rows: Vec<(i64, Vec<u8>)> = blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = c.prepare_cached(
+                "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
+            )?;
+            let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await?;
         rows.into_iter()
             .map(|(offset, body)| {
                 let event = Event::from_json(&body).map_err(|e| BackendError::Corrupt {

@@ -104,7 +104,9 @@ impl KafkaConfig {
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
-            .set("client.id", "session-ledger");
+            .set("client.id", "session-ledger")
+            // Small requests on the request path: never hold them back for Nagle.
+            .set("socket.nagle.disable", "true");
         c
     }
 
@@ -139,7 +141,10 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Validators tail the log: a quiet partition's fetch returns within this, so
+            // a revocation that lands meanwhile is seen promptly (propagation bound).
+            .set("fetch.wait.max.ms", "20");
         for (k, v) in &self.consumer_settings {
             c.set(k, v);
         }
