@@ -55,6 +55,9 @@ pub struct Introspector {
     tokens: Arc<ArcSwap<AccessTokenValidator>>,
     view: Arc<RevocationView>,
     cache: Arc<VerifiedCache>,
+    /// Signalled when a token names a key this validator does not know: a rotation
+    /// may have happened, so whoever keeps the keys fresh should look now.
+    unknown_key: Arc<tokio::sync::Notify>,
 }
 
 impl Introspector {
@@ -73,7 +76,13 @@ impl Introspector {
             tokens: Arc::new(ArcSwap::from_pointee(tokens)),
             view,
             cache: Arc::new(VerifiedCache::new(capacity)),
+            unknown_key: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when a token with an unknown `kid` was presented since the last call.
+    pub async fn unknown_key_presented(&self) {
+        self.unknown_key.notified().await;
     }
 
     pub fn view(&self) -> &Arc<RevocationView> {
@@ -97,7 +106,12 @@ impl Introspector {
     pub fn introspect(&self, token: &str, now: Timestamp) -> Introspection {
         let verified = match self.verify(token, now) {
             Ok(v) => v,
-            Err(e) => return Introspection::Invalid(e),
+            Err(e) => {
+                if e == TokenError::UnknownKey {
+                    self.unknown_key.notify_one();
+                }
+                return Introspection::Invalid(e);
+            }
         };
         let issued_at = Timestamp::from_unix_seconds(verified.claims.iat);
         match self
@@ -340,5 +354,34 @@ mod tests {
             f.introspector.introspect(&token, later),
             Introspection::Stale(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_asks_for_fresh_keys_and_a_known_one_does_not() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        let quiet = tokio::time::timeout(
+            Duration::from_millis(50),
+            f.introspector.unknown_key_presented(),
+        );
+        assert!(
+            quiet.await.is_err(),
+            "a known key must not ask for a refresh"
+        );
+
+        f.introspector
+            .set_keys(SigningKeys::generate().verification_keys());
+        assert_eq!(
+            f.introspector.introspect(&token, f.now),
+            Introspection::Invalid(TokenError::UnknownKey)
+        );
+        // The signal was stored: the key keeper wakes even though it was not waiting.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            f.introspector.unknown_key_presented(),
+        )
+        .await
+        .expect("an unknown kid asks for fresh keys");
     }
 }

@@ -255,11 +255,17 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             let introspector = introspector.clone();
             let token = shutdown.clone();
             tasks.spawn(async move {
-                // Rotation reaches validators without a restart.
+                // Rotation reaches validators without a restart: periodically, and
+                // at once (at most every JWKS_MIN_INTERVAL) when a token names a key
+                // not seen yet.
                 loop {
+                    let last = tokio::time::Instant::now();
                     tokio::select! {
                         () = token.cancelled() => return Ok(()),
                         () = tokio::time::sleep(JWKS_REFRESH) => {}
+                        () = introspector.unknown_key_presented() => {
+                            tokio::time::sleep_until(last + JWKS_MIN_INTERVAL).await;
+                        }
                     }
                     match fetch_jwks(&url).await {
                         Ok(keys) => introspector.set_keys(keys),
@@ -347,6 +353,8 @@ fn projector_group(settings: &Settings) -> String {
 
 /// How often validators re-read the JWKS.
 const JWKS_REFRESH: Duration = Duration::from_secs(30);
+/// The least time between two JWKS reads prompted by unknown key ids.
+const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(2);
 
 async fn fetch_jwks(url: &str) -> anyhow::Result<VerificationKeys> {
     let client = reqwest::Client::builder()
