@@ -3,6 +3,9 @@
 # may lack: a C toolchain, make, pkg-config and zlib headers (librdkafka is built from
 # source by the rdkafka crate), Java 17 and Maven (Kafka and Cassandra for the tests).
 # Does nothing when everything is present. Needs root (or sudo) to install.
+#
+#   scripts/deps.sh         everything the tests need
+#   scripts/deps.sh build   only what building needs (no Java, no Maven)
 set -euo pipefail
 
 missing=()
@@ -10,8 +13,10 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
-command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if [ "${1:-}" != build ]; then
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+fi
 command -v cargo >/dev/null 2>&1 || {
   echo "deps: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1
