@@ -109,27 +109,7 @@ pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Resu
         Arc::new(log.clone()),
         ProjectorConfig::default(),
     );
-    let stats = projector.stats();
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let running = tokio::spawn(projector.run(shutdown.clone()));
-    let mut last_report = Instant::now();
-    while stats.events_applied.load(Ordering::Relaxed) < written as u64 {
-        if running.is_finished() {
-            anyhow::bail!("the projector stopped early");
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            progress(&format!(
-                "projector: {} of {written} events",
-                stats.events_applied.load(Ordering::Relaxed)
-            ));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let projector_time = started.elapsed();
-    shutdown.cancel();
-    running.await??;
+    let projector_time = time_projector(projector, written).await?;
 
     progress(&format!(
         "replaying {written} events into a projection, one reader"
@@ -278,28 +258,34 @@ pub async fn kafka_projector(
             ..ProjectorConfig::default()
         },
     );
-    let stats = projector.stats();
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let running = tokio::spawn(projector.run(shutdown.clone()));
-    let mut last_report = Instant::now();
-    while stats.events_applied.load(Ordering::Relaxed) < written as u64 {
-        anyhow::ensure!(!running.is_finished(), "the projector stopped early");
-        if last_report.elapsed() > Duration::from_secs(5) {
-            progress(&format!(
-                "projector: {} of {written} events",
-                stats.events_applied.load(Ordering::Relaxed)
-            ));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let projector_time = started.elapsed();
-    shutdown.cancel();
-    running.await??;
+    let projector_time = time_projector(projector, written).await?;
     Ok(KafkaFigures {
         events: written,
         append,
         projector: projector_time,
     })
+}
+
+/// Runs `projector` until it reports `events` applied (progress every 5 s); the time.
+async fn time_projector(projector: Projector, events: usize) -> anyhow::Result<Duration> {
+    let stats = projector.stats();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = tokio::spawn(projector.run(shutdown.clone()));
+    let mut last_report = Instant::now();
+    while stats.events_applied.load(Ordering::Relaxed) < events as u64 {
+        anyhow::ensure!(!running.is_finished(), "the projector stopped early");
+        if last_report.elapsed() > Duration::from_secs(5) {
+            progress(&format!(
+                "projector: {} of {events} events",
+                stats.events_applied.load(Ordering::Relaxed)
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    running.await??;
+    Ok(elapsed)
 }
