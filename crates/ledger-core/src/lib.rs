@@ -15,6 +15,8 @@ mod ids;
 mod policy;
 pub mod ports;
 mod projection;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timestamp;
 
 pub use decide::{Command, DecideContext, DomainError, decide, decide_subject_revoke};

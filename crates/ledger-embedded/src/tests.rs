@@ -1,36 +1,11 @@
 use std::time::Duration;
 
-use ledger_core::{
-    Command, DecideContext, Policy, RevokeReason, Subject, decide, ports::ProjectionStore,
-};
+use ledger_core::ports::ProjectionStore;
 
 use super::*;
 
 fn history(now: Timestamp) -> (SessionId, Vec<Event>) {
-    let policy = Policy::default();
-    let ctx = DecideContext {
-        now,
-        policy: &policy,
-        region: "test",
-        trace_context: None,
-    };
-    let id = SessionId::generate();
-    let open = Command::Open {
-        session_id: id,
-        subject: Subject::parse("alice").unwrap(),
-        client_id: None,
-        claims: Default::default(),
-        access_jti: "j".into(),
-    };
-    let issued = decide(None, None, open, &ctx).unwrap();
-    let mut p = Projection::new();
-    p.apply(&issued[0]);
-    let revoke = Command::Revoke {
-        session_id: id,
-        reason: RevokeReason::Logout,
-    };
-    let revoked = decide(p.family(&id), None, revoke, &ctx).unwrap();
-    (id, [issued, revoked].concat())
+    ledger_core::testing::login_and_logout("alice", now)
 }
 
 #[tokio::test]

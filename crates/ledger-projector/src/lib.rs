@@ -235,33 +235,15 @@ mod tests {
     use std::time::Duration;
 
     use ledger_core::ports::{EventLog, LogSource, ProjectionStore};
-    use ledger_core::{
-        Command, DecideContext, Policy, Projection, SessionId, Subject, Timestamp, decide,
-    };
+    use ledger_core::{Projection, Timestamp};
     use ledger_embedded::Embedded;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
 
     fn logins(n: usize) -> Vec<ledger_core::Event> {
-        let policy = Policy::default();
-        let ctx = DecideContext {
-            now: Timestamp::now(),
-            policy: &policy,
-            region: "t",
-            trace_context: None,
-        };
         (0..n)
-            .flat_map(|i| {
-                let open = Command::Open {
-                    session_id: SessionId::generate(),
-                    subject: Subject::parse(format!("user{i}")).unwrap(),
-                    client_id: None,
-                    claims: Default::default(),
-                    access_jti: format!("j{i}"),
-                };
-                decide(None, None, open, &ctx).unwrap()
-            })
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
             .collect()
     }
 

@@ -180,22 +180,8 @@ mod tests {
         let validator = AccessTokenValidator::new(keys.verification_keys(), ISS, AUD, leeway);
         let view = Arc::new(RevocationView::new(Duration::from_secs(3600)));
         let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
-        let policy = Policy::default();
-        let ctx = DecideContext {
-            now,
-            policy: &policy,
-            region: "t",
-            trace_context: None,
-        };
-        let session = SessionId::generate();
-        let open = Command::Open {
-            session_id: session,
-            subject: Subject::parse("alice").unwrap(),
-            client_id: None,
-            claims: Default::default(),
-            access_jti: "j".into(),
-        };
-        let events = decide(None, None, open, &ctx).unwrap();
+        let (session, issued) = ledger_core::testing::login("alice", now);
+        let events = vec![issued];
         view.apply(&records(&events), vec![], Some(0));
         Fixture {
             issuer: AccessTokenIssuer::new(keys, ISS, AUD),
