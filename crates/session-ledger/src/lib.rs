@@ -1,6 +1,7 @@
 //! The `session-ledger` binary's wiring: configuration, backends and the three roles
 //! (api, projector, validator), so tests can start the real thing in-process.
 
+pub mod audit;
 pub mod config;
 mod run;
 

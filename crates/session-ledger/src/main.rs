@@ -26,6 +26,25 @@ enum Command {
     Projector,
     /// Answers revocation lookups and introspection (RFC 7662).
     Validator,
+    /// Rebuilds the projection from the log in memory; prints its digest and counts.
+    Replay {
+        /// First offset to read in every partition (default: the beginning).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last offset to read in every partition.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Compare with the live projection; exit 1 naming the first difference.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// One session's timeline from the log.
+    History {
+        #[arg(long)]
+        session: String,
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "ndjson"])]
+        format: String,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -80,6 +99,20 @@ fn main() -> ExitCode {
             telemetry::init_logs_only();
             return keys(&settings, command);
         }
+        Command::Replay { from, to, verify } => {
+            telemetry::init_logs_only();
+            return audit(async {
+                session_ledger::audit::run_replay(&settings, from, to, verify).await
+            });
+        }
+        Command::History { session, format } => {
+            telemetry::init_logs_only();
+            return audit(async {
+                session_ledger::audit::run_history(&settings, &session, &format)
+                    .await
+                    .map(|()| true)
+            });
+        }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -128,6 +161,26 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     running.wait().await
+}
+
+/// Runs an auditor's tool: exit 0 when it succeeded, 1 when it found a difference,
+/// 2 on an error.
+fn audit(task: impl Future<Output = anyhow::Result<bool>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("session-ledger: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("session-ledger: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM (what container runtimes send).

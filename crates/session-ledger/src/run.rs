@@ -388,17 +388,17 @@ async fn fetch_jwks_until_ok(
 }
 
 /// The log and store behind the ports, per the configured backend.
-struct Ports {
-    log: Arc<dyn EventLog>,
-    source: Arc<dyn LogSource>,
-    store: Arc<dyn ProjectionStore>,
-    history: Arc<dyn HistorySource>,
+pub(crate) struct Ports {
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) source: Arc<dyn LogSource>,
+    pub(crate) store: Arc<dyn ProjectionStore>,
+    pub(crate) history: Arc<dyn HistorySource>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
 }
 
 impl Ports {
-    async fn open(settings: &Settings) -> anyhow::Result<Ports> {
+    pub(crate) async fn open(settings: &Settings) -> anyhow::Result<Ports> {
         match &settings.backend {
             Backend::Embedded => {
                 let embedded = Embedded::open(&settings.data_dir).with_context(|| {

@@ -1,6 +1,7 @@
 //! The service over real HTTP on port 0, on the embedded backend.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod crash;
 mod helpers;
 mod input;
