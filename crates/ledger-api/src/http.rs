@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{Event, FamilyStatus, SessionId, TraceContext};
-use ledger_http::{ApiError, Form, ServiceCredential, no_store_json, read_body};
+use ledger_http::{ApiError, Form, ServiceCredential, no_store_json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -124,8 +124,7 @@ async fn token(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
-    let form = Form::parse(&req, &body)?;
+    let form = Form::read(&req, payload).await?;
     match form.require("grant_type")? {
         "refresh_token" => {}
         other => {
@@ -152,8 +151,7 @@ async fn revoke(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
-    let form = Form::parse(&req, &body)?;
+    let form = Form::read(&req, payload).await?;
     let token = form.require("token")?;
     state
         .service

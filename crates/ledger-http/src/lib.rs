@@ -136,6 +136,12 @@ impl Form {
         Ok(Form(params))
     }
 
+    /// Reads a form endpoint's bounded body (see [`read_body`]) and parses it.
+    pub async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Form, ApiError> {
+        let body = read_body(payload).await?;
+        Form::parse(req, &body)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

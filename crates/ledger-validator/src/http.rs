@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
 use ledger_http::metrics::register;
-use ledger_http::{ApiError, Form, ServiceCredential, no_store_json, read_body};
+use ledger_http::{ApiError, Form, ServiceCredential, no_store_json};
 use prometheus::{IntCounterVec, Opts};
 use serde_json::{Value, json};
 
@@ -48,8 +48,7 @@ async fn introspect(
     state: web::Data<ValidatorState>,
 ) -> Result<HttpResponse, ApiError> {
     state.credential.check(&req)?;
-    let body = read_body(payload).await?;
-    let form = Form::parse(&req, &body)?;
+    let form = Form::read(&req, payload).await?;
     let token = form.require("token")?;
     let outcome = state.introspector.introspect(token, Timestamp::now());
     INTROSPECTIONS.with_label_values(&[outcome.reason()]).inc();
