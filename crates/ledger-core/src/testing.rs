@@ -2,6 +2,7 @@
 //! `testing`). Every event comes from [`decide`](crate::decide), so fixtures can never
 //! describe a history the rules would not produce.
 
+use crate::ports::{LogRecord, Position};
 use crate::{
     Command, DecideContext, Event, Policy, Projection, RevokeReason, SessionId, Subject, Timestamp,
     decide,
@@ -44,4 +45,18 @@ pub fn login_and_logout(subject: &str, now: Timestamp) -> (SessionId, Vec<Event>
     let revoked =
         decide(state.family(&id), None, revoke, &ctx(now, &policy)).expect("a live family");
     (id, [vec![issued], revoked].concat())
+}
+
+/// `events` as read from a one-partition log, at offsets 1, 2, …
+pub fn records(events: &[Event]) -> Vec<LogRecord> {
+    (1u64..)
+        .zip(events)
+        .map(|(offset, e)| LogRecord {
+            position: Position {
+                partition: 0,
+                offset,
+            },
+            event: e.clone(),
+        })
+        .collect()
 }

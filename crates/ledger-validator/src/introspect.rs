@@ -155,7 +155,6 @@ impl Introspector {
 mod tests {
     use std::time::Duration;
 
-    use ledger_core::ports::{LogRecord, Position};
     use ledger_core::{
         Command, DecideContext, Policy, Projection, RevokeReason, SessionId, Subject, decide,
     };
@@ -192,19 +191,7 @@ mod tests {
         }
     }
 
-    fn records(events: &[ledger_core::Event]) -> Vec<LogRecord> {
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| LogRecord {
-                position: Position {
-                    partition: 0,
-                    offset: i as u64 + 1,
-                },
-                event: e.clone(),
-            })
-            .collect()
-    }
+    use ledger_core::testing::records;
 
     impl Fixture {
         fn mint(&self, jti: &str, lifetime: Duration) -> String {

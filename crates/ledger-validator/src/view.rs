@@ -532,7 +532,6 @@ fn merge_subject(subjects: &mut SubjectMap, subject: &str, r: RevocationCheck) {
 mod tests {
     use std::time::Duration;
 
-    use ledger_core::ports::{LogRecord, Position};
     use ledger_core::{
         Command, DecideContext, Event, Policy, RevokeReason, SessionId, Subject, Timestamp, decide,
         decide_subject_revoke,
@@ -540,19 +539,7 @@ mod tests {
 
     use super::{RevocationView, Verdict};
 
-    fn records(events: &[Event]) -> Vec<LogRecord> {
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| LogRecord {
-                position: Position {
-                    partition: 0,
-                    offset: i as u64 + 1,
-                },
-                event: e.clone(),
-            })
-            .collect()
-    }
+    use ledger_core::testing::records;
 
     fn login_and_logout(now: Timestamp) -> (SessionId, Vec<Event>) {
         ledger_core::testing::login_and_logout("alice", now)
