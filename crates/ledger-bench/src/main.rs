@@ -400,68 +400,28 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             .as_ref()
             .map_or("—".into(), |l| ratio(http.per_second(), l.per_second())),
     );
-    progress(&format!(
-        "refresh at {} clients for {} s",
-        cli.refresh_concurrency, cli.seconds
-    ));
-    let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
-    table.push(
-        "4",
-        format!(
-            "refresh end to end (POST /oauth2/token, embedded backend, fsync per append), {} clients",
-            cli.refresh_concurrency
-        ),
-        format!("{}, {}", rate(refresh.per_second(), "req"), refresh.latencies.p50_p99()),
-        "—",
-        "—",
-    );
-    let mut propagation = service::propagation(&app, cli.propagation_samples).await?;
-    table.push(
-        "5",
-        format!(
-            "revocation propagation, signout response → validator answers inactive ({} signouts, embedded)",
-            propagation.len()
-        ),
-        format!(
-            "{}, max {}",
-            propagation.p50_p99(),
-            duration(propagation.max())
-        ),
-        "—",
-        "—",
-    );
+    service_rows(
+        &mut table,
+        &app,
+        cli,
+        "POST /oauth2/token, embedded backend, fsync per append",
+        "embedded",
+    )
+    .await?;
     app.stop().await?;
 
     if let Some(brokers) = &cli.kafka {
         let app = service::App::start_on_kafka(brokers, &cli.cql).await?;
         // Let the validator bootstrap before measuring.
         service::sessions(&app, 8).await?;
-        progress(&format!(
-            "refresh on Kafka at {} clients for {} s",
-            cli.refresh_concurrency, cli.seconds
-        ));
-        let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
-        table.push(
-            "4",
-            format!(
-                "refresh end to end on Kafka (acks=all, idempotent producer) + Cassandra, {} clients",
-                cli.refresh_concurrency
-            ),
-            format!("{}, {}", rate(refresh.per_second(), "req"), refresh.latencies.p50_p99()),
-            "—",
-            "—",
-        );
-        let mut propagation = service::propagation(&app, cli.propagation_samples).await?;
-        table.push(
-            "5",
-            format!(
-                "revocation propagation on Kafka, signout response → validator (tailing the topic) answers inactive ({} signouts)",
-                propagation.len()
-            ),
-            format!("{}, max {}", propagation.p50_p99(), duration(propagation.max())),
-            "—",
-            "—",
-        );
+        service_rows(
+            &mut table,
+            &app,
+            cli,
+            "on Kafka, acks=all, idempotent producer, + Cassandra",
+            "on Kafka, the validator tailing the topic",
+        )
+        .await?;
         app.stop().await?;
         let kafka = log::kafka_projector(brokers, &cli.cql, cli.kafka_events).await?;
         table.push(
@@ -516,6 +476,51 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         "—",
     );
     Ok((table, redis.map(|r| r.version)))
+}
+
+/// Rows 4 and 5 on a running service: refresh load, then revocation propagation.
+async fn service_rows(
+    table: &mut Table,
+    app: &service::App,
+    cli: &Cli,
+    refresh_setting: &str,
+    propagation_setting: &str,
+) -> anyhow::Result<()> {
+    progress(&format!(
+        "refresh ({refresh_setting}) at {} clients for {} s",
+        cli.refresh_concurrency, cli.seconds
+    ));
+    let mut refresh = service::refresh_load(app, cli.refresh_concurrency, cli.seconds).await?;
+    table.push(
+        "4",
+        format!(
+            "refresh end to end ({refresh_setting}), {} clients",
+            cli.refresh_concurrency
+        ),
+        format!(
+            "{}, {}",
+            rate(refresh.per_second(), "req"),
+            refresh.latencies.p50_p99()
+        ),
+        "—",
+        "—",
+    );
+    let mut propagation = service::propagation(app, cli.propagation_samples).await?;
+    table.push(
+        "5",
+        format!(
+            "revocation propagation, signout response → validator answers inactive ({} signouts, {propagation_setting})",
+            propagation.len()
+        ),
+        format!(
+            "{}, max {}",
+            propagation.p50_p99(),
+            duration(propagation.max())
+        ),
+        "—",
+        "—",
+    );
+    Ok(())
 }
 
 fn lookup_figures(reader: &inprocess::Throughput, shared: &inprocess::Throughput) -> String {
