@@ -17,6 +17,8 @@ pub struct ReplayReport {
     pub events: u64,
     pub projection: Projection,
     pub elapsed: Duration,
+    /// Where the replay stopped: the next offset per partition.
+    pub end: Vec<Position>,
 }
 
 /// Folds the log (from `from`, the first offset of every partition, through `to` when
@@ -80,7 +82,44 @@ pub async fn replay(
         events,
         projection,
         elapsed,
+        end: reader.positions(),
     })
+}
+
+/// Waits (up to `wait`) until the projector's committed positions reach `end`;
+/// `Some(events still to commit)` when they did not.
+async fn await_projector(
+    ports: &Ports,
+    settings: &Settings,
+    end: &[Position],
+    wait: Duration,
+) -> anyhow::Result<Option<u64>> {
+    let group = crate::run::projector_group(settings);
+    let deadline = Instant::now() + wait;
+    loop {
+        let committed = ports
+            .source
+            .committed(&group)
+            .await
+            .context("reading the projector's checkpoint")?;
+        let behind: u64 = end
+            .iter()
+            .map(|e| {
+                let done = committed
+                    .iter()
+                    .find(|c| c.partition == e.partition)
+                    .map_or(0, |c| c.offset);
+                e.offset.saturating_sub(done)
+            })
+            .sum();
+        if behind == 0 {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Ok(Some(behind));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The first family or subject where two projections differ, in words.
@@ -137,6 +176,7 @@ pub async fn run_replay(
     from: Option<u64>,
     to: Option<u64>,
     verify: bool,
+    wait: Duration,
 ) -> anyhow::Result<bool> {
     let mut report = replay(settings, from, to).await?;
     // What the live store no longer keeps (past retention) is not compared.
@@ -174,6 +214,17 @@ pub async fn run_replay(
         return Ok(true);
     }
     let ports = Ports::open(settings).await?;
+    // The live projection is comparable once the projector has committed everything
+    // the replay read (it writes before it commits, so then it holds all of it).
+    if let Some(behind) = await_projector(&ports, settings, &report.end, wait).await? {
+        writeln!(
+            out,
+            "verify:        NOT COMPARABLE: the projector is {behind} events behind the log \
+             after {} s; run it and try again",
+            wait.as_secs()
+        )?;
+        return Ok(false);
+    }
     let live = ports
         .store
         .snapshot()

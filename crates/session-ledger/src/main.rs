@@ -34,9 +34,13 @@ enum Command {
         /// Last offset to read in every partition.
         #[arg(long)]
         to: Option<u64>,
-        /// Compare with the live projection; exit 1 naming the first difference.
-        #[arg(long)]
+        /// Compare with the live projection once the projector has caught up with the
+        /// log; exit 1 naming the first difference.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
         verify: bool,
+        /// How long `--verify` waits for the projector to catch up.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// One session's timeline from the log.
     History {
@@ -99,10 +103,15 @@ fn main() -> ExitCode {
             telemetry::init_logs_only();
             return keys(&settings, command);
         }
-        Command::Replay { from, to, verify } => {
+        Command::Replay {
+            from,
+            to,
+            verify,
+            wait,
+        } => {
             telemetry::init_logs_only();
             return audit(async {
-                session_ledger::audit::run_replay(&settings, from, to, verify).await
+                session_ledger::audit::run_replay(&settings, from, to, verify, wait).await
             });
         }
         Command::History { session, format } => {

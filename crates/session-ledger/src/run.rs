@@ -339,7 +339,8 @@ fn projector_status(stats: &ledger_projector::ProjectorStats) -> actix_web::Http
 /// The projector's consumer group: one per (topic, keyspace), so a projection into a
 /// new keyspace starts from the beginning of the log and unrelated deployments sharing
 /// a cluster never rebalance each other.
-fn projector_group(settings: &Settings) -> String {
+/// The projector's consumer group (its checkpoint) for these settings.
+pub(crate) fn projector_group(settings: &Settings) -> String {
     match &settings.backend {
         Backend::Embedded => ledger_projector::DEFAULT_GROUP.to_owned(),
         Backend::Kafka(k) => format!(

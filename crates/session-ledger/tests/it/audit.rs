@@ -36,13 +36,17 @@ async fn replay_matches_the_live_projection_and_history_tells_the_story() {
         .await;
     let id = str_field(&login, "session_id");
     app.await_history(id, 3).await;
-    process.kill();
 
-    let (code, out) = tool(data.path(), &["replay", "--verify"]);
+    // Beside the running service: verify waits for the projector to catch up.
+    let dir = data.path().to_owned();
+    let (code, out) = tokio::task::spawn_blocking(move || tool(&dir, &["replay", "--verify"]))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("events:        4"), "{out}");
     assert!(out.contains("families:      2 (1 revoked)"), "{out}");
     assert!(out.contains("the live projection matches"), "{out}");
+    process.kill();
 
     let (code, out) = tool(data.path(), &["history", "--session", id]);
     assert_eq!(code, 0, "{out}");
