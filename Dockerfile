@@ -45,7 +45,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 ledger \
  && useradd --system --uid 10001 --gid ledger --home-dir /var/lib/session-ledger \
       --no-create-home --shell /usr/sbin/nologin ledger \
- && install -d -o ledger -g ledger -m 0700 /var/lib/session-ledger
+ && install -d -o ledger -g ledger -m 0700 /var/lib/session-ledger /var/lib/session-ledger/keys \
+      /var/lib/session-ledger/keys/seal
 
 COPY --from=builder /usr/local/bin/session-ledger /usr/local/bin/session-ledger
 COPY --chmod=0755 deploy/docker/ledger-healthcheck.sh /usr/local/bin/ledger-healthcheck

@@ -15,7 +15,8 @@ mod ids;
 mod policy;
 pub mod ports;
 mod projection;
-#[cfg(feature = "testing")]
+pub mod seal;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timestamp;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::seal::Seal;
 use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation};
 
 /// Errors from a backend, kept opaque to the domain: the caller can only retry later.
@@ -109,4 +110,17 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
 #[async_trait]
 pub trait HistorySource: Send + Sync + std::fmt::Debug {
     async fn history(&self, id: SessionId) -> Result<Vec<Event>, BackendError>;
+}
+
+/// Where the log's seals are kept (tamper evidence, see [`crate::seal`]).
+///
+/// **Invariant**: `put` replaces the seal of the same (partition, block): a block is
+/// re-sealed as it fills, and a sealer that restarts writes the same contents again.
+#[async_trait]
+pub trait SealStore: Send + Sync + std::fmt::Debug {
+    async fn put(&self, seal: &Seal) -> Result<(), BackendError>;
+    /// Every seal, ordered by partition and block.
+    async fn seals(&self) -> Result<Vec<Seal>, BackendError>;
+    /// The newest seal of each partition that has one.
+    async fn newest(&self) -> Result<Vec<Seal>, BackendError>;
 }

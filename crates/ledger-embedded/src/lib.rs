@@ -13,8 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger_core::ports::{
     BackendError, EventLog, HistorySource, LogReader, LogRecord, LogSource, Position,
-    ProjectionStore, StartFrom,
+    ProjectionStore, SealStore, StartFrom,
 };
+use ledger_core::seal::Seal;
 use ledger_core::{
     Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp,
 };
@@ -45,6 +46,12 @@ CREATE TABLE IF NOT EXISTS subjects (
 CREATE TABLE IF NOT EXISTS checkpoints (
     consumer_group TEXT PRIMARY KEY,
     next_offset    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seals (
+    partition INTEGER NOT NULL,
+    block     INTEGER NOT NULL,
+    body      BLOB NOT NULL,
+    PRIMARY KEY (partition, block)
 );
 ";
 
@@ -517,3 +524,57 @@ fn decode_or_corrupt<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests;
+
+#[async_trait]
+impl SealStore for Embedded {
+    async fn put(&self, seal: &Seal) -> Result<(), BackendError> {
+        let (partition, block, body) = (seal.partition, seal.block, seal.to_json());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO seals (partition, block, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (partition, block) DO UPDATE SET body = excluded.body",
+            )?
+            .execute(params![
+                partition,
+                i64::try_from(block).unwrap_or(i64::MAX),
+                body
+            ])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn seals(&self) -> Result<Vec<Seal>, BackendError> {
+        self.read_seals("SELECT block, body FROM seals ORDER BY partition, block")
+            .await
+    }
+
+    async fn newest(&self) -> Result<Vec<Seal>, BackendError> {
+        self.read_seals(
+            "SELECT block, body FROM seals AS s
+             WHERE block = (SELECT max(block) FROM seals WHERE partition = s.partition)
+             ORDER BY partition",
+        )
+        .await
+    }
+}
+
+impl Embedded {
+    async fn read_seals(&self, query: &'static str) -> Result<Vec<Seal>, BackendError> {
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .read(move |c| {
+                let mut q = c.prepare_cached(query)?;
+                let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(block, body)| {
+                Seal::from_json(&body).map_err(|e| BackendError::Corrupt {
+                    position: format!("seal of block {block}"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}

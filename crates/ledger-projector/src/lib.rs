@@ -17,6 +17,10 @@ use ledger_http::metrics::register;
 use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 
+mod sealer;
+
+pub use sealer::{Sealer, SealerConfig};
+
 static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
         "ledger_projector_events_total",

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
-use ledger_core::ports::{BackendError, HistorySource, ProjectionStore};
+use ledger_core::ports::{BackendError, HistorySource, ProjectionStore, SealStore};
+use ledger_core::seal::Seal;
 use ledger_core::{
     Event, EventKind, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp,
 };
@@ -109,6 +110,10 @@ struct Statements {
     scan_subjects: PreparedStatement,
     put_event: PreparedStatement,
     family_events: PreparedStatement,
+    put_seal: PreparedStatement,
+    scan_seals: PreparedStatement,
+    seal_partitions: PreparedStatement,
+    newest_seal: PreparedStatement,
 }
 
 impl ScyllaStore {
@@ -347,6 +352,16 @@ impl Statements {
                 "SELECT body FROM {ks}.family_events WHERE session_id = ?"
             ))
             .await?,
+            put_seal: prepare(format!(
+                "INSERT INTO {ks}.seals (partition, block, body) VALUES (?, ?, ?)"
+            ))
+            .await?,
+            scan_seals: prepare(format!("SELECT body FROM {ks}.seals")).await?,
+            seal_partitions: prepare(format!("SELECT DISTINCT partition FROM {ks}.seals")).await?,
+            newest_seal: prepare(format!(
+                "SELECT body FROM {ks}.seals WHERE partition = ? ORDER BY block DESC LIMIT 1"
+            ))
+            .await?,
         })
     }
 }
@@ -520,6 +535,55 @@ impl HistorySource for ScyllaStore {
             })
             .try_collect()
             .await
+    }
+}
+
+#[async_trait]
+impl SealStore for ScyllaStore {
+    async fn put(&self, seal: &Seal) -> Result<(), BackendError> {
+        let partition = i32::try_from(seal.partition).map_err(|_| {
+            BackendError::Other(format!("partition {} out of range", seal.partition))
+        })?;
+        let block = i64::try_from(seal.block)
+            .map_err(|_| BackendError::Other(format!("block {} out of range", seal.block)))?;
+        let body = String::from_utf8_lossy(&seal.to_json()).into_owned();
+        self.execute(
+            "write seal",
+            &self.inner.st.put_seal,
+            (partition, block, body),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn seals(&self) -> Result<Vec<Seal>, BackendError> {
+        let mut seals: Vec<Seal> = self.scan("seals", &self.inner.st.scan_seals).await?;
+        seals.sort_by_key(|s| (s.partition, s.block));
+        Ok(seals)
+    }
+
+    async fn newest(&self) -> Result<Vec<Seal>, BackendError> {
+        let what = "read seal partitions";
+        let partitions: Vec<(i32,)> = self
+            .execute(what, &self.inner.st.seal_partitions, ())
+            .await?
+            .into_rows_result()
+            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .rows::<(i32,)>()
+            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+        let mut newest = Vec::new();
+        for (partition,) in partitions {
+            if let Some(body) = self
+                .state_of("read newest seal", &self.inner.st.newest_seal, (partition,))
+                .await?
+            {
+                newest.push(decode(&body, "seals")?);
+            }
+        }
+        newest.sort_by_key(|s: &Seal| s.partition);
+        Ok(newest)
     }
 }
 

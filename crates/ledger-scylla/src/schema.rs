@@ -22,25 +22,26 @@ struct Migration {
 /// Time-window compaction for the TTL tables (D5): rows written in the same day expire
 /// together, so whole SSTables are dropped instead of compacted. `gc_grace_seconds` is
 /// short because rows die by TTL (no deletes whose tombstones must reach every replica).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "families, subjects and family_events",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.families (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "families, subjects and family_events",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.families (
             session_id uuid PRIMARY KEY,
             state text
         ) WITH compaction = {'class': 'TimeWindowCompactionStrategy',
                              'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}
           AND default_time_to_live = 0
           AND gc_grace_seconds = 3600",
-        "CREATE TABLE IF NOT EXISTS {ks}.subjects (
+            "CREATE TABLE IF NOT EXISTS {ks}.subjects (
             subject text PRIMARY KEY,
             state text
         ) WITH compaction = {'class': 'TimeWindowCompactionStrategy',
                              'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}
           AND default_time_to_live = 0
           AND gc_grace_seconds = 3600",
-        "CREATE TABLE IF NOT EXISTS {ks}.family_events (
+            "CREATE TABLE IF NOT EXISTS {ks}.family_events (
             session_id uuid,
             occurred_at bigint,
             event_id uuid,
@@ -51,11 +52,22 @@ const MIGRATIONS: &[Migration] = &[Migration {
                             'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}
           AND default_time_to_live = 0
           AND gc_grace_seconds = 3600",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "seals: signed hash chains over the log (tamper evidence)",
+        statements: &["CREATE TABLE IF NOT EXISTS {ks}.seals (
+            partition int,
+            block bigint,
+            body text,
+            PRIMARY KEY (partition, block)
+        ) WITH CLUSTERING ORDER BY (block ASC)"],
+    },
+];
 
 /// The schema version this code expects.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Creates the keyspace when absent and applies the migrations it has not seen.
 pub(crate) async fn migrate(

@@ -29,6 +29,8 @@ pub enum KeyError {
     NoSigningKey(PathBuf),
     #[error("no refresh-token key in {0}")]
     NoRefreshKey(PathBuf),
+    #[error("no seal key in {0}")]
+    NoSealKey(PathBuf),
     #[error("jwks: {0}")]
     Jwks(String),
 }
@@ -182,7 +184,7 @@ impl VerificationKeys {
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key.
-fn thumbprint(key: &VerifyingKey) -> String {
+pub(crate) fn thumbprint(key: &VerifyingKey) -> String {
     let canonical = format!(
         r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
         B64.encode(key.to_bytes())
@@ -272,7 +274,7 @@ impl KeyDir {
         RefreshTokens::new(keys).ok_or_else(|| KeyError::NoRefreshKey(self.root.join("refresh")))
     }
 
-    fn files(&self, kind: &str, ext: &str) -> Result<Vec<PathBuf>, KeyError> {
+    pub(crate) fn files(&self, kind: &str, ext: &str) -> Result<Vec<PathBuf>, KeyError> {
         let dir = self.root.join(kind);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -287,7 +289,12 @@ impl KeyDir {
         Ok(files)
     }
 
-    fn write_secret(&self, kind: &str, name: &str, contents: &[u8]) -> Result<(), KeyError> {
+    pub(crate) fn write_secret(
+        &self,
+        kind: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), KeyError> {
         let dir = self.root.join(kind);
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -311,14 +318,14 @@ impl KeyDir {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
     fs::read(path).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
     })
 }
 
-fn invalid(path: &Path, message: impl std::fmt::Display) -> KeyError {
+pub(crate) fn invalid(path: &Path, message: impl std::fmt::Display) -> KeyError {
     KeyError::Invalid {
         path: path.to_owned(),
         message: message.to_string(),

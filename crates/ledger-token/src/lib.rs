@@ -7,13 +7,16 @@
 //!   successor of a generation is the same string every time (D3) ([`RefreshTokens`]).
 //! - Keys: generated into a directory on first start, kept across restarts, rotated
 //!   with overlap ([`KeyDir`], [`SigningKeys`], [`VerificationKeys`]).
+//! - Seal keys: sign the log's seals, for tamper evidence ([`SealKeys`]).
 
 mod access;
 mod keys;
 mod refresh;
+mod seal;
 
 pub use access::{
     AccessClaims, AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, TokenError,
 };
 pub use keys::{KeyDir, KeyError, SigningKeys, VerificationKeys};
 pub use refresh::{RefreshTokenError, RefreshTokens};
+pub use seal::SealKeys;

@@ -2,11 +2,14 @@
 //! backend configuration as the services, and never write to the serving path.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ledger_core::ports::{Position, StartFrom};
+use ledger_core::ports::{LogRecord, Position, StartFrom};
+use ledger_core::seal::{ChainCheck, ChainReport};
 use ledger_core::{Event, FamilyStatus, Projection, SessionId, Timestamp};
+use ledger_token::KeyDir;
 
 use crate::run::Ports;
 use crate::{Backend, Settings};
@@ -21,17 +24,63 @@ pub struct ReplayReport {
     pub end: Vec<Position>,
 }
 
-/// Folds the log (from `from`, the first offset of every partition, through `to` when
-/// given) into a projection in memory, reporting progress on stderr.
+/// One end of a replay: an offset (in every partition) or a time (`occurred_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Offset(u64),
+    Time(Timestamp),
+}
+
+impl std::str::FromStr for Bound {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(offset) = s.parse::<u64>() {
+            return Ok(Bound::Offset(offset));
+        }
+        Timestamp::parse_rfc3339(s).map(Bound::Time).map_err(|e| {
+            format!("expected an offset or an RFC 3339 time (2026-11-29T10:00:00Z): {e}")
+        })
+    }
+}
+
+/// Which events of the log a replay folds: both ends included.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    pub from: Option<Bound>,
+    pub to: Option<Bound>,
+}
+
+impl Range {
+    fn contains(&self, record: &LogRecord) -> bool {
+        let after_from = match self.from {
+            None => true,
+            Some(Bound::Offset(o)) => record.position.offset >= o,
+            Some(Bound::Time(t)) => record.event.occurred_at >= t,
+        };
+        after_from && !self.past_end(record)
+    }
+
+    fn past_end(&self, record: &LogRecord) -> bool {
+        match self.to {
+            None => false,
+            Some(Bound::Offset(o)) => record.position.offset > o,
+            Some(Bound::Time(t)) => record.event.occurred_at > t,
+        }
+    }
+}
+
+/// Folds the events of the log in `range` into a projection in memory, reporting
+/// progress on stderr; feeds them to `chain` and writes them to `export` (NDJSON) too.
 pub async fn replay(
     settings: &Settings,
-    from: Option<u64>,
-    to: Option<u64>,
+    range: Range,
+    mut chain: Option<&mut ChainCheck>,
+    mut export: Option<&mut dyn Write>,
 ) -> anyhow::Result<ReplayReport> {
     let ports = Ports::open(settings).await?;
-    let start = match from {
-        None => StartFrom::Beginning,
-        Some(offset) => {
+    let start = match range.from {
+        Some(Bound::Offset(offset)) => {
             let partitions = match &settings.backend {
                 Backend::Embedded => 1,
                 Backend::Kafka(k) => u32::try_from(k.partitions).unwrap_or(1),
@@ -42,10 +91,14 @@ pub async fn replay(
                     .collect(),
             )
         }
+        // Events are in log order, not time order (clocks of API instances differ):
+        // a time bound filters the whole log.
+        None | Some(Bound::Time(_)) => StartFrom::Beginning,
     };
     let mut reader = ports.source.reader(start).await?;
     let mut projection = Projection::new();
     let mut events = 0u64;
+    let mut read = 0u64;
     let started = Instant::now();
     let mut last_report = Instant::now();
     // The last poll waits to learn that the log has ended: not part of the rate.
@@ -56,25 +109,44 @@ pub async fn replay(
             break;
         }
         elapsed = started.elapsed();
+        read += batch.len() as u64;
         let mut past_end = false;
         for record in &batch {
-            if to.is_some_and(|to| record.position.offset > to) {
-                past_end = true;
+            if let Some(chain) = chain.as_deref_mut() {
+                chain.observe(
+                    record.position.partition,
+                    record.position.offset,
+                    &record.event,
+                );
+            }
+            if !range.contains(record) {
+                past_end |= range.past_end(record);
                 continue;
             }
             projection.apply(&record.event);
+            if let Some(out) = export.as_deref_mut() {
+                out.write_all(&record.event.to_json())?;
+                out.write_all(b"\n")?;
+            }
             events += 1;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
-            let rate = events as f64 / started.elapsed().as_secs_f64();
-            let eta = reader
-                .lag()
-                .map(|lag| format!(", about {:.0} s to go", lag as f64 / rate.max(1.0)))
-                .unwrap_or_default();
-            eprintln!("replay: {events} events, {rate:.0} events/s{eta}");
+            let rate = read as f64 / started.elapsed().as_secs_f64();
+            let progress = match reader.lag() {
+                Some(lag) => {
+                    let total = read + lag;
+                    format!(
+                        "{read}/{total} events ({:.0}%), {rate:.0} events/s, about {:.0} s to go",
+                        100.0 * read as f64 / total.max(1) as f64,
+                        lag as f64 / rate.max(1.0)
+                    )
+                }
+                None => format!("{read} events, {rate:.0} events/s"),
+            };
+            eprintln!("replay: {progress}");
             last_report = Instant::now();
         }
-        if past_end && reader.lag() == Some(0) {
+        if past_end && chain.is_none() && reader.lag() == Some(0) {
             break;
         }
     }
@@ -84,6 +156,97 @@ pub async fn replay(
         elapsed,
         end: reader.positions(),
     })
+}
+
+/// Writes `projection` into a fresh store of the configured backend: the data
+/// directory `into` (embedded) or the keyspace `into` (CQL). Refuses a store that
+/// already holds a projection.
+async fn write_into(
+    settings: &Settings,
+    into: &str,
+    projection: &Projection,
+) -> anyhow::Result<()> {
+    let mut target = settings.clone();
+    match &mut target.backend {
+        Backend::Embedded => target.data_dir = PathBuf::from(into),
+        Backend::Kafka(k) => k.keyspace = into.to_owned(),
+    }
+    let ports = Ports::open(&target)
+        .await
+        .with_context(|| format!("--into: opening {into}"))?;
+    let existing = ports
+        .store
+        .snapshot()
+        .await
+        .context("--into: reading the target")?;
+    anyhow::ensure!(
+        existing.families().len() == 0 && existing.subjects().len() == 0,
+        "--into: {into} already holds a projection ({} families); name a fresh one",
+        existing.families().len()
+    );
+    ports
+        .store
+        .write(projection)
+        .await
+        .with_context(|| format!("--into: writing to {into}"))?;
+    Ok(())
+}
+
+/// The seals and the keys to check them, ready to walk the log.
+async fn chain_check(settings: &Settings) -> anyhow::Result<ChainCheck> {
+    let keys = KeyDir::new(settings.data_dir.join("keys"));
+    let verifier = keys
+        .seal_keys()
+        .with_context(|| "the seal keys are needed to check the chain")?;
+    let ports = Ports::open(settings).await?;
+    let seals = ports.seals.seals().await.context("reading the seals")?;
+    Ok(ChainCheck::new(seals, &verifier))
+}
+
+/// Prints the chain check; true when nothing was found.
+fn print_chain(out: &mut impl Write, report: ChainReport) -> anyhow::Result<bool> {
+    /// Findings printed in full; the rest are counted.
+    const SHOWN: usize = 50;
+    writeln!(
+        out,
+        "chain:         {} seals; {} events sealed, {} after the newest seal",
+        report.seals, report.sealed, report.unsealed_tail
+    )?;
+    if report.before_log_start > 0 {
+        writeln!(
+            out,
+            "chain:         {} sealed events precede the log's first event (retention, or \
+             the head was cut: see docs/THREAT_MODEL.md)",
+            report.before_log_start
+        )?;
+    }
+    for (partition, offset, chain) in &report.heads {
+        writeln!(
+            out,
+            "chain:         partition {partition} sealed through offset {offset}: {}",
+            chain.to_hex()
+        )?;
+    }
+    for finding in report.findings.iter().take(SHOWN) {
+        writeln!(out, "chain:         {finding}")?;
+    }
+    if report.findings.len() > SHOWN {
+        writeln!(
+            out,
+            "chain:         … and {} more findings",
+            report.findings.len() - SHOWN
+        )?;
+    }
+    if report.findings.is_empty() {
+        writeln!(out, "chain:         intact")?;
+    } else {
+        writeln!(
+            out,
+            "chain:         TAMPERED: {} findings",
+            report.findings.len()
+        )?;
+    }
+    Ok(report.findings.is_empty())
 }
 
 /// Waits (up to `wait`) until the projector's committed positions reach `end`;
@@ -169,16 +332,52 @@ pub fn first_difference(replayed: &Projection, live: &Projection) -> Option<Stri
     None
 }
 
+/// What `session-ledger replay` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    pub range: Range,
+    /// Compare with the live projection (I5).
+    pub verify: bool,
+    /// Check the log against its seals.
+    pub verify_chain: bool,
+    /// How long `verify` waits for the projector to catch up.
+    pub wait: Duration,
+    /// Write the replayed events here as NDJSON (`-`: standard output).
+    pub export: Option<PathBuf>,
+    /// Write the replayed projection into this fresh store: a data directory on the
+    /// embedded backend, a keyspace on the CQL database.
+    pub into: Option<String>,
+}
+
 /// `session-ledger replay`: prints the digest and counts; with `verify`, compares with
-/// the live projection and fails naming the first difference (I5).
-pub async fn run_replay(
-    settings: &Settings,
-    from: Option<u64>,
-    to: Option<u64>,
-    verify: bool,
-    wait: Duration,
-) -> anyhow::Result<bool> {
-    let mut report = replay(settings, from, to).await?;
+/// the live projection and fails naming the first difference (I5); with
+/// `verify_chain`, checks the seals. False when a check found something.
+pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::Result<bool> {
+    // The seals are read before the log: everything they list is already in it.
+    let mut chain = if options.verify_chain {
+        Some(chain_check(settings).await?)
+    } else {
+        None
+    };
+    let to_stdout = options.export.as_deref() == Some(Path::new("-"));
+    let mut export: Option<Box<dyn Write>> = match &options.export {
+        None => None,
+        Some(_) if to_stdout => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create_new(path)
+                .with_context(|| format!("--export: cannot create {}", path.display()))?,
+        ))),
+    };
+    let mut report = replay(
+        settings,
+        options.range,
+        chain.as_mut(),
+        export.as_mut().map(|w| w.as_mut() as &mut dyn Write),
+    )
+    .await?;
+    if let Some(mut w) = export {
+        w.flush().context("--export: writing the events")?;
+    }
     // What the live store no longer keeps (past retention) is not compared.
     report.projection.prune(Timestamp::now());
     let now = Timestamp::now();
@@ -192,7 +391,12 @@ pub async fn run_replay(
             )
         })
         .count();
-    let mut out = std::io::stdout().lock();
+    // With the events on standard output, the report goes to standard error.
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
     writeln!(out, "events:        {}", report.events)?;
     writeln!(
         out,
@@ -210,18 +414,29 @@ pub async fn run_replay(
         "rate:          {:.0} events/s",
         report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
     )?;
-    if !verify {
-        return Ok(true);
+    if let Some(into) = &options.into {
+        write_into(settings, into, &report.projection).await?;
+        writeln!(
+            out,
+            "into:          {into} (a fresh store holding the replayed projection)"
+        )?;
+    }
+    let mut intact = true;
+    if let Some(chain) = chain {
+        intact = print_chain(&mut out, chain.finish())?;
+    }
+    if !options.verify {
+        return Ok(intact);
     }
     let ports = Ports::open(settings).await?;
     // The live projection is comparable once the projector has committed everything
     // the replay read (it writes before it commits, so then it holds all of it).
-    if let Some(behind) = await_projector(&ports, settings, &report.end, wait).await? {
+    if let Some(behind) = await_projector(&ports, settings, &report.end, options.wait).await? {
         writeln!(
             out,
             "verify:        NOT COMPARABLE: the projector is {behind} events behind the log \
              after {} s; run it and try again",
-            wait.as_secs()
+            options.wait.as_secs()
         )?;
         return Ok(false);
     }
@@ -237,7 +452,7 @@ pub async fn run_replay(
                 "verify:        the live projection matches ({})",
                 live.digest()
             )?;
-            Ok(true)
+            Ok(intact)
         }
         Some(difference) => {
             writeln!(out, "verify:        MISMATCH: {difference}")?;
@@ -246,13 +461,33 @@ pub async fn run_replay(
     }
 }
 
-/// `session-ledger history --session ID`: the family's events, as a table, a JSON
-/// array or NDJSON (each line an event as in `schemas/`).
-pub async fn run_history(settings: &Settings, session: &str, format: &str) -> anyhow::Result<()> {
-    let id = SessionId::parse(session).context("--session must be a session id (UUID)")?;
-    let ports = Ports::open(settings).await?;
-    let events = ports.history.history(id).await?;
-    anyhow::ensure!(!events.is_empty(), "no events for session {id}");
+/// Whose history `session-ledger history` prints.
+#[derive(Clone, Debug)]
+pub enum HistoryOf {
+    Session(String),
+    Subject(String),
+}
+
+/// `session-ledger history`: one family's events, or every event of a subject (each
+/// family's timeline and the subject-wide revocations), as a table, a JSON array or
+/// NDJSON (each line an event as in `schemas/`).
+pub async fn run_history(settings: &Settings, of: HistoryOf, format: &str) -> anyhow::Result<()> {
+    let events = match &of {
+        HistoryOf::Session(session) => {
+            let id = SessionId::parse(session).context("--session must be a session id (UUID)")?;
+            let ports = Ports::open(settings).await?;
+            let events = ports.history.history(id).await?;
+            anyhow::ensure!(!events.is_empty(), "no events for session {id}");
+            events
+        }
+        HistoryOf::Subject(subject) => {
+            let subject = ledger_core::Subject::parse(subject)
+                .map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
+            let events = subject_events(settings, &subject).await?;
+            anyhow::ensure!(!events.is_empty(), "no events for subject {subject}");
+            events
+        }
+    };
     let mut out = std::io::stdout().lock();
     match format {
         "json" => writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?,
@@ -263,24 +498,74 @@ pub async fn run_history(settings: &Settings, session: &str, format: &str) -> an
             }
         }
         _ => {
-            writeln!(
-                out,
-                "{:<32} {:<18} {:>4}  detail",
-                "occurred_at", "event", "gen"
-            )?;
+            // One timeline per family, in order of login; subject-wide events last.
+            let mut families: Vec<Option<SessionId>> = Vec::new();
             for e in &events {
+                if !families.contains(&e.session_id) {
+                    families.push(e.session_id);
+                }
+            }
+            families.sort_by_key(|f| f.is_none());
+            for (i, family) in families.iter().enumerate() {
+                if matches!(of, HistoryOf::Subject(_)) {
+                    if i > 0 {
+                        writeln!(out)?;
+                    }
+                    match family {
+                        Some(id) => writeln!(out, "session {id}")?,
+                        None => writeln!(out, "every session of the subject")?,
+                    }
+                }
                 writeln!(
                     out,
-                    "{:<32} {:<18} {:>4}  {}",
-                    e.occurred_at.to_rfc3339(),
-                    e.event_type(),
-                    e.generation.map_or("-".into(), |g| g.to_string()),
-                    detail(e)
+                    "{:<32} {:<18} {:>4}  detail",
+                    "occurred_at", "event", "gen"
                 )?;
+                for e in events.iter().filter(|e| e.session_id == *family) {
+                    writeln!(
+                        out,
+                        "{:<32} {:<18} {:>4}  {}",
+                        e.occurred_at.to_rfc3339(),
+                        e.event_type(),
+                        e.generation.map_or("-".into(), |g| g.to_string()),
+                        detail(e)
+                    )?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Every event of `subject`, in log order: the log is read from its start (an
+/// auditor's scan; nothing indexes events by subject on the serving path).
+async fn subject_events(
+    settings: &Settings,
+    subject: &ledger_core::Subject,
+) -> anyhow::Result<Vec<Event>> {
+    let ports = Ports::open(settings).await?;
+    let mut reader = ports.source.reader(StartFrom::Beginning).await?;
+    let mut events = Vec::new();
+    let (started, mut last_report, mut read) = (Instant::now(), Instant::now(), 0u64);
+    loop {
+        let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        read += batch.len() as u64;
+        events.extend(
+            batch
+                .into_iter()
+                .map(|r| r.event)
+                .filter(|e| e.subject == *subject),
+        );
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let rate = read as f64 / started.elapsed().as_secs_f64();
+            eprintln!("history: {read} events scanned, {rate:.0} events/s");
+            last_report = Instant::now();
+        }
+    }
+    Ok(events)
 }
 
 fn detail(e: &Event) -> String {

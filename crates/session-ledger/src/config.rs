@@ -47,6 +47,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-after-append`).
     pub abort_after_append: bool,
+    /// Whether the projector role also seals the log (tamper evidence).
+    pub sealer: bool,
 }
 
 /// Which log and store the roles use.
@@ -193,6 +195,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "(off)",
         "OTLP/gRPC endpoint for traces",
     ),
+    (
+        "LEDGER_SEALER",
+        "on",
+        "the projector role seals the log with keys/seal (on|off)",
+    ),
 ];
 
 impl Settings {
@@ -306,8 +313,14 @@ impl Settings {
                 ));
             }
         };
+        let sealer = match value("LEDGER_SEALER") {
+            (v, _) if v == "on" => true,
+            (v, _) if v == "off" => false,
+            (v, var) => return Err(invalid(var, &v, "must be on or off")),
+        };
         Ok(Settings {
             abort_after_append,
+            sealer,
             backend,
             jwks_url: optional("LEDGER_JWKS_URL"),
             otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),

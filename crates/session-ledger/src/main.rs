@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use session_ledger::audit::{Bound, HistoryOf, Range, ReplayOptions};
 use session_ledger::config::VARIABLES;
 use session_ledger::{Roles, Settings, start};
 
@@ -28,24 +29,40 @@ enum Command {
     Validator,
     /// Rebuilds the projection from the log in memory; prints its digest and counts.
     Replay {
-        /// First offset to read in every partition (default: the beginning).
+        /// First event: an offset (in every partition) or an RFC 3339 time.
         #[arg(long)]
-        from: Option<u64>,
-        /// Last offset to read in every partition.
+        from: Option<Bound>,
+        /// Last event: an offset (in every partition) or an RFC 3339 time.
         #[arg(long)]
-        to: Option<u64>,
+        to: Option<Bound>,
         /// Compare with the live projection once the projector has caught up with the
         /// log; exit 1 naming the first difference.
         #[arg(long, conflicts_with_all = ["from", "to"])]
         verify: bool,
+        /// Check the log against its signed seals; exit 1 naming every edited,
+        /// dropped or inserted event.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        verify_chain: bool,
         /// How long `--verify` waits for the projector to catch up.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
+        /// Write the replayed events to this new file as NDJSON (`-`: standard output,
+        /// the report then goes to standard error).
+        #[arg(long, value_name = "FILE")]
+        export: Option<std::path::PathBuf>,
+        /// Also write the replayed projection into a fresh store: a data directory
+        /// (embedded) or a keyspace (CQL).
+        #[arg(long, value_name = "DIR|KEYSPACE")]
+        into: Option<String>,
     },
-    /// One session's timeline from the log.
+    /// A session's timeline, or a subject's sessions, from the log.
     History {
+        /// One session (family) by id.
+        #[arg(long, required_unless_present = "subject", conflicts_with = "subject")]
+        session: Option<String>,
+        /// Every session of a subject, and its subject-wide revocations.
         #[arg(long)]
-        session: String,
+        subject: Option<String>,
         #[arg(long, default_value = "table", value_parser = ["table", "json", "ndjson"])]
         format: String,
     },
@@ -57,12 +74,19 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the variants name the public subcommands: keys rotate-signing, …"
+)]
 enum KeysCommand {
     /// Adds a new access-token signing key; the previous one stays published in the
     /// JWKS so tokens it signed stay valid. Restart the services to use it.
     RotateSigning,
     /// Adds a new refresh-token MAC key; tokens under older keys still verify.
     RotateRefresh,
+    /// Adds a new seal key (signs the log's seals from the projector's next start);
+    /// seals under older keys still verify.
+    RotateSeal,
 }
 
 fn config_help() -> String {
@@ -107,17 +131,35 @@ fn main() -> ExitCode {
             from,
             to,
             verify,
+            verify_chain,
             wait,
+            export,
+            into,
         } => {
             telemetry::init_logs_only();
-            return audit(async {
-                session_ledger::audit::run_replay(&settings, from, to, verify, wait).await
-            });
+            let options = ReplayOptions {
+                range: Range { from, to },
+                verify,
+                verify_chain,
+                wait,
+                export,
+                into,
+            };
+            return audit(async { session_ledger::audit::run_replay(&settings, options).await });
         }
-        Command::History { session, format } => {
+        Command::History {
+            session,
+            subject,
+            format,
+        } => {
             telemetry::init_logs_only();
+            let of = match (session, subject) {
+                (Some(session), _) => HistoryOf::Session(session),
+                (None, Some(subject)) => HistoryOf::Subject(subject),
+                (None, None) => unreachable!("clap requires --session or --subject"),
+            };
             return audit(async {
-                session_ledger::audit::run_history(&settings, &session, &format)
+                session_ledger::audit::run_history(&settings, of, &format)
                     .await
                     .map(|()| true)
             });
@@ -213,6 +255,7 @@ fn keys(settings: &Settings, command: KeysCommand) -> ExitCode {
     let added = match command {
         KeysCommand::RotateSigning => dir.load_or_create().and_then(|_| dir.add_signing_key()),
         KeysCommand::RotateRefresh => dir.load_or_create().and_then(|_| dir.add_refresh_key()),
+        KeysCommand::RotateSeal => dir.add_seal_key(),
     };
     match added {
         Ok(kid) => {

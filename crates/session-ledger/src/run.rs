@@ -9,11 +9,11 @@ use base64::Engine;
 use ledger_api::http::ApiState;
 use ledger_api::{ServiceConfig, SessionService};
 use ledger_core::Timestamp;
-use ledger_core::ports::{EventLog, HistorySource, LogSource, ProjectionStore};
+use ledger_core::ports::{EventLog, HistorySource, LogSource, ProjectionStore, SealStore};
 use ledger_embedded::Embedded;
 use ledger_http::ServiceCredential;
 use ledger_kafka::{KafkaConfig, KafkaLog};
-use ledger_projector::{Projector, ProjectorConfig};
+use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
 use ledger_validator::http::ValidatorState;
@@ -125,6 +125,19 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let stats = projector.stats();
         let token = shutdown.clone();
         tasks.spawn(async move { projector.run(token).await.context("projector") });
+        if settings.sealer {
+            let signer = keys
+                .seal_keys_or_create()
+                .with_context(|| format!("loading seal keys from {}", keys.path().display()))?;
+            let sealer = Sealer::new(
+                ports.source.clone(),
+                ports.seals.clone(),
+                Arc::new(signer),
+                SealerConfig::default(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move { sealer.run(token).await.context("sealer") });
+        }
         // A process running only the projector still has probes and metrics.
         if !roles.api && !roles.validator {
             let server = HttpServer::new(move || {
@@ -394,6 +407,7 @@ pub(crate) struct Ports {
     pub(crate) source: Arc<dyn LogSource>,
     pub(crate) store: Arc<dyn ProjectionStore>,
     pub(crate) history: Arc<dyn HistorySource>,
+    pub(crate) seals: Arc<dyn SealStore>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
 }
@@ -410,6 +424,7 @@ impl Ports {
                     source: Arc::new(embedded.clone()),
                     store: Arc::new(embedded.clone()),
                     history: Arc::new(embedded.clone()),
+                    seals: Arc::new(embedded.clone()),
                     embedded: Some(embedded),
                 })
             }
@@ -432,7 +447,8 @@ impl Ports {
                     log: log.clone(),
                     source: log,
                     store: store.clone(),
-                    history: store,
+                    history: store.clone(),
+                    seals: store,
                     embedded: None,
                 })
             }

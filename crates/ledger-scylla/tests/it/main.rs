@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use ledger_core::ports::{BackendError, HistorySource, ProjectionStore};
+use ledger_core::ports::{BackendError, HistorySource, ProjectionStore, SealStore};
 use ledger_core::{
     Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
     Subject, Timestamp, decide, decide_subject_revoke,
@@ -367,7 +367,8 @@ async fn connecting_twice_to_a_keyspace_keeps_its_schema_and_rows() {
         .into_rows_result()
         .unwrap()
         .rows_num();
-    assert_eq!(versions, 1);
+    // One row per migration, each applied once.
+    assert_eq!(versions, 2);
     t.drop_keyspace().await;
 }
 
@@ -391,4 +392,54 @@ fn futures_are_send(store: &ScyllaStore, batch: &Projection, events: &[Event]) {
     send(store.record_events(events));
     send(store.write(batch));
     send(store.snapshot());
+}
+
+#[tokio::test]
+async fn seals_are_replaced_per_block_and_the_newest_is_found_per_partition() {
+    use ledger_core::seal::{SealBuilder, SealSigner};
+
+    #[derive(Debug)]
+    struct Unsigned;
+    impl SealSigner for Unsigned {
+        fn kid(&self) -> &str {
+            "test"
+        }
+        fn sign(&self, _: &[u8]) -> String {
+            String::new()
+        }
+    }
+
+    let t = TestStore::spawn().await;
+    let events: Vec<_> = (0..3)
+        .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+        .collect();
+    let mut p0 = SealBuilder::resume(0, None);
+    let mut p2 = SealBuilder::resume(2, None);
+    p0.push(5, &events[0]);
+    t.store
+        .put(&p0.sign(&Unsigned, Timestamp::now()))
+        .await
+        .unwrap();
+    // The open block grows and is sealed again: the row is replaced.
+    p0.push(6, &events[1]);
+    let grown = p0.sign(&Unsigned, Timestamp::now());
+    t.store.put(&grown).await.unwrap();
+    // A later block of partition 0, and a block of partition 2.
+    let finished = p0.push(2000, &events[2]).unwrap();
+    assert_eq!(
+        finished.sign(&Unsigned, Timestamp::now()).entries,
+        grown.entries
+    );
+    let later = p0.sign(&Unsigned, Timestamp::now());
+    t.store.put(&later).await.unwrap();
+    p2.push(1, &events[2]);
+    let other = p2.sign(&Unsigned, Timestamp::now());
+    t.store.put(&other).await.unwrap();
+
+    assert_eq!(
+        t.store.seals().await.unwrap(),
+        vec![grown, later.clone(), other.clone()]
+    );
+    assert_eq!(t.store.newest().await.unwrap(), vec![later, other]);
+    t.drop_keyspace().await;
 }

@@ -29,6 +29,20 @@ pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
     ])
 }
 
+/// Runs `session-ledger <args>` (an auditor's tool) to completion: exit code, stdout.
+pub fn run_tool(env: &HashMap<String, String>, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+        .args(args)
+        .envs(env)
+        .env("LEDGER_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -75,6 +89,11 @@ pub async fn spawn_app_on(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
+    spawn_app_with(dir, &env).await
+}
+
+/// Starts api, projector and validator in-process on `env`, keeping `dir` alive.
+pub async fn spawn_app_with(dir: tempfile::TempDir, env: &HashMap<String, String>) -> TestApp {
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
     let running = start(settings, Roles::ALL).await.unwrap();
     let app = TestApp {

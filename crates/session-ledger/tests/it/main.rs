@@ -7,6 +7,7 @@ mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod tamper;
 
 /// Runs each contract test in `lifecycle` against one backend.
 macro_rules! contract {
@@ -31,6 +32,7 @@ macro_rules! contract_suite {
             subject_revoke_signs_out_everywhere_but_not_later_logins,
             jwks_publishes_the_signing_key,
             trace_context_reaches_the_log,
+            the_log_is_sealed_and_its_chain_checks_out,
         );
     };
 }

@@ -1,0 +1,128 @@
+//! Tamper evidence on the real binary: the embedded log is edited behind the
+//! service's back, and `replay --verify-chain` names what changed.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::helpers::{Process, app_at, run_tool, str_field, test_env};
+
+/// A log of three families (login, refresh, signout each), fully sealed, in a data
+/// directory no process uses any more.
+async fn sealed_log() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let process = Process::spawn("dev", &test_env(data.path()), &[]);
+    let app = app_at(process.api.as_deref(), process.validator.as_deref());
+    app.await_ready().await;
+    for subject in ["alice", "bob", "carol"] {
+        let login = app.login(subject).await;
+        let refreshed = app.refresh_ok(str_field(&login, "refresh_token")).await;
+        app.revoke(str_field(&refreshed, "refresh_token")).await;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let (code, out) = check(data.path());
+        assert_eq!(code, 0, "{out}");
+        if out.contains("9 events sealed, 0 after the newest seal") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // Nothing writes to the database while it is tampered with (WAL keeps it whole).
+    process.kill();
+    data
+}
+
+fn check(dir: &Path) -> (i32, String) {
+    run_tool(&test_env(dir), &["replay", "--verify-chain"])
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("ledger.db")).unwrap()
+}
+
+fn event_id(conn: &Connection, offset: i64) -> String {
+    conn.query_row(
+        "SELECT event_id FROM events WHERE offset = ?1",
+        [offset],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_event_is_named() {
+    let data = sealed_log().await;
+    let conn = db(data.path());
+    // Bob's signout becomes a signout of nobody in particular: the subject changes.
+    let id = event_id(&conn, 6);
+    conn.execute(
+        "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), '\"bob\"', '\"mallory\"') AS BLOB)
+         WHERE offset = 6",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, out) = check(data.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("EDITED: event {id} at partition 0 offset 6")),
+        "{out}"
+    );
+    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_event_is_named() {
+    let data = sealed_log().await;
+    let conn = db(data.path());
+    // Alice's signout disappears: her session would look alive again.
+    let id = event_id(&conn, 3);
+    conn.execute("DELETE FROM events WHERE offset = 3", [])
+        .unwrap();
+    drop(conn);
+    let (code, out) = check(data.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "DROPPED: event {id}, sealed at partition 0 offset 3"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inserted_event_is_named() {
+    let data = sealed_log().await;
+    let conn = db(data.path());
+    // A forged copy of Carol's login, with an id of its own, slipped in at offset 4:
+    // every later event moves up by one.
+    let forged = uuid::Uuid::new_v4().to_string();
+    let original = event_id(&conn, 7);
+    conn.execute_batch(
+        "UPDATE events SET offset = offset + 1000 WHERE offset >= 4;
+         UPDATE events SET offset = offset - 999 WHERE offset >= 1000;",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO events (offset, event_id, session_id, subject, occurred_at, body)
+         SELECT 4, ?1, session_id, subject, occurred_at,
+                CAST(replace(CAST(body AS TEXT), ?2, ?1) AS BLOB)
+         FROM events WHERE offset = 8",
+        [&forged, &original],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, out) = check(data.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("INSERTED: event {forged} at partition 0 offset 4")),
+        "{out}"
+    );
+    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+}
