@@ -1,7 +1,7 @@
 //! Tools for auditors: they read the same log the projector reads, with the same
 //! backend configuration as the services, and never write to the serving path.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,37 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     /// Where the replay stopped: the next offset per partition.
     pub end: Vec<Position>,
+}
+
+/// The progress line on standard error: a bar, events/s and the time left. On a
+/// terminal it redraws in place; elsewhere (CI logs) it prints a line per second.
+fn progress(read: u64, lag: Option<u64>, elapsed: Duration, done: bool) {
+    const WIDTH: usize = 30;
+    let rate = read as f64 / elapsed.as_secs_f64().max(1e-9);
+    let line = match lag {
+        Some(lag) => {
+            let total = read + lag;
+            let fraction = read as f64 / total.max(1) as f64;
+            let filled = ((fraction * WIDTH as f64) as usize).min(WIDTH);
+            format!(
+                "[{}{}] {:>3.0}% {read}/{total} events, {rate:.0} events/s, {:.0} s left",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled),
+                100.0 * fraction,
+                lag as f64 / rate.max(1.0)
+            )
+        }
+        None => format!("{read} events, {rate:.0} events/s"),
+    };
+    let mut err = std::io::stderr().lock();
+    if err.is_terminal() {
+        let _ = write!(err, "\rreplay: {line}\x1b[K");
+        if done {
+            let _ = writeln!(err);
+        }
+    } else {
+        let _ = writeln!(err, "replay: {line}");
+    }
 }
 
 /// One end of a replay: an offset (in every partition) or a time (`occurred_at`).
@@ -131,24 +162,15 @@ pub async fn replay(
             events += 1;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
-            let rate = read as f64 / started.elapsed().as_secs_f64();
-            let progress = match reader.lag() {
-                Some(lag) => {
-                    let total = read + lag;
-                    format!(
-                        "{read}/{total} events ({:.0}%), {rate:.0} events/s, about {:.0} s to go",
-                        100.0 * read as f64 / total.max(1) as f64,
-                        lag as f64 / rate.max(1.0)
-                    )
-                }
-                None => format!("{read} events, {rate:.0} events/s"),
-            };
-            eprintln!("replay: {progress}");
+            progress(read, reader.lag(), started.elapsed(), false);
             last_report = Instant::now();
         }
         if past_end && chain.is_none() && reader.lag() == Some(0) {
             break;
         }
+    }
+    if read > 0 && started.elapsed() >= Duration::from_secs(1) {
+        progress(read, Some(0), elapsed, true);
     }
     Ok(ReplayReport {
         events,
@@ -240,11 +262,9 @@ fn print_chain(out: &mut impl Write, report: ChainReport) -> anyhow::Result<bool
     if report.findings.is_empty() {
         writeln!(out, "chain:         intact")?;
     } else {
-        writeln!(
-            out,
-            "chain:         TAMPERED: {} findings",
-            report.findings.len()
-        )?;
+        let n = report.findings.len();
+        let plural = if n == 1 { "" } else { "s" };
+        writeln!(out, "chain:         TAMPERED: {n} finding{plural}")?;
     }
     Ok(report.findings.is_empty())
 }

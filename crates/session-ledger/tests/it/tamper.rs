@@ -73,7 +73,7 @@ async fn an_edited_event_is_named() {
         out.contains(&format!("EDITED: event {id} at partition 0 offset 6")),
         "{out}"
     );
-    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+    assert!(out.contains("TAMPERED: 1 finding\n"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +93,7 @@ async fn a_dropped_event_is_named() {
         )),
         "{out}"
     );
-    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+    assert!(out.contains("TAMPERED: 1 finding\n"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,5 +124,5 @@ async fn an_inserted_event_is_named() {
         out.contains(&format!("INSERTED: event {forged} at partition 0 offset 4")),
         "{out}"
     );
-    assert!(out.contains("TAMPERED: 1 findings"), "{out}");
+    assert!(out.contains("TAMPERED: 1 finding\n"), "{out}");
 }
