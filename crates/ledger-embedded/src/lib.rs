@@ -241,6 +241,7 @@ impl LogSource for Embedded {
             next: i64::try_from(next).unwrap_or(i64::MAX).max(1),
             group,
             appended: self.inner.appended.subscribe(),
+            prefetch: None,
         }))
     }
 
@@ -275,22 +276,72 @@ pub struct EmbeddedReader {
     next: i64,
     group: Option<String>,
     appended: watch::Receiver<i64>,
+    /// While catching up (the last batch was full), the next batch's rows are read on
+    /// the blocking pool as the caller processes the current one.
+    prefetch: Option<Prefetch>,
+}
+
+type Rows = Vec<(i64, Vec<u8>)>;
+
+#[derive(Debug)]
+struct Prefetch {
+    from: i64,
+    limit: usize,
+    rows: tokio::task::JoinHandle<rusqlite::Result<Rows>>,
+}
+
+impl Drop for EmbeddedReader {
+    fn drop(&mut self) {
+        if let Some(p) = self.prefetch.take() {
+            p.rows.abort();
+        }
+    }
 }
 
 impl EmbeddedReader {
-    async fn read_batch(&self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
+    fn read_rows(conn: &Mutex<Connection>, from: i64, limit: usize) -> rusqlite::Result<Rows> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = c.prepare_cached(
+            "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
+        )?;
+        let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    async fn read_batch(&mut self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
         let from = self.next;
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let conn = self.conn.clone();
-        let rows: Vec<(i64, Vec<u8>)> = blocking(move || {
-            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let mut q = c.prepare_cached(
-                "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
-            )?;
-            let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
-        .await?;
+        let prefetched = match self.prefetch.take() {
+            Some(p) if p.from == from && p.limit <= max => Some(
+                p.rows
+                    .await
+                    .map_err(|e| BackendError::Other(format!("storage task failed: {e}")))?
+                    .map_err(backend)?,
+            ),
+            Some(p) => {
+                p.rows.abort();
+                None
+            }
+            None => None,
+        };
+        let rows = match prefetched {
+            // An empty prefetch may predate an append: read again.
+            Some(rows) if !rows.is_empty() => rows,
+            _ => {
+                let conn = self.conn.clone();
+                blocking(move || Self::read_rows(&conn, from, max)).await?
+            }
+        };
+        if rows.len() == max
+            && let Some(&(last, _)) = rows.last()
+        {
+            let conn = self.conn.clone();
+            self.prefetch = Some(Prefetch {
+                from: last + 1,
+                limit: max,
+                rows: tokio::task::spawn_blocking(move || Self::read_rows(&conn, last + 1, max)),
+            });
+        }
         rows.into_iter()
             .map(|(offset, body)| {
                 let event = Event::from_json(&body).map_err(|e| BackendError::Corrupt {

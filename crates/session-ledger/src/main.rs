@@ -10,6 +10,11 @@ use session_ledger::{Roles, Settings, start};
 
 mod telemetry;
 
+/// Events, tokens and HTTP bodies are many small allocations freed on other threads
+/// than the one that made them; mimalloc's per-thread heaps avoid glibc's arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "session-ledger", version, about, after_help = config_help())]
 struct Cli {
