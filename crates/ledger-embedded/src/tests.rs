@@ -99,3 +99,33 @@ async fn writes_merge_and_expired_rows_are_invisible() {
     assert_eq!(log.family(old).await.unwrap(), None);
     assert_eq!(log.prune(Timestamp::now()).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn reading_ahead_loses_nothing_when_the_log_grows_or_the_batch_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let logins = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+            .collect()
+    };
+    let first = logins(20);
+    log.append(&first).await.unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let mut read = Vec::new();
+    // Full batches read ahead; the read-ahead at the end finds nothing...
+    for _ in 0..2 {
+        read.extend(reader.poll(10, Duration::ZERO).await.unwrap());
+    }
+    // ...and then the log grows: the events appended since are read, not skipped.
+    let second = logins(7);
+    log.append(&second).await.unwrap();
+    // A smaller batch than the read-ahead's discards it and reads again.
+    read.extend(reader.poll(5, Duration::ZERO).await.unwrap());
+    read.extend(reader.poll(10, Duration::ZERO).await.unwrap());
+    assert!(reader.poll(10, Duration::ZERO).await.unwrap().is_empty());
+    let offsets: Vec<u64> = read.iter().map(|r| r.position.offset).collect();
+    assert_eq!(offsets, (1..=27).collect::<Vec<_>>());
+    let events: Vec<Event> = read.into_iter().map(|r| r.event).collect();
+    assert_eq!(events, [first, second].concat());
+}
