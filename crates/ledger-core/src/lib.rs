@@ -3,13 +3,15 @@
 //! A *family* is one login session: an initial access/refresh token pair and every
 //! generation produced by refreshing it. This crate holds the events that describe a
 //! family's life ([`Event`]), the state they project to ([`FamilyState`],
-//! [`Projection`]), the policy knobs ([`Policy`]) and the decisions ([`decide`]).
+//! [`Projection`]), the policy knobs ([`Policy`]), the decisions ([`decide`]) and why a
+//! token was or was not acceptable at a given instant ([`explain()`]).
 //!
 //! Adapters (the embedded store, Kafka, the CQL database) implement the traits in
 //! [`ports`]; nothing here knows about them.
 
 mod decide;
 mod event;
+mod explain;
 mod family;
 mod ids;
 mod policy;
@@ -25,6 +27,7 @@ pub use event::{
     EVENT_SCHEMA_VERSION, Event, EventKind, RevocationScope, RevokeReason, SessionIssued,
     SessionRefreshed, SessionRevokedAll, SessionWindow, TraceContext,
 };
+pub use explain::{Citation, Explanation, Rule, TokenFacts, explain};
 pub use family::{FamilyState, Head, Revocation, SubjectRevocation};
 pub use ids::{EventId, Generation, IdError, SessionId, Subject};
 pub use policy::{Policy, PolicyError};

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use ledger_core::Timestamp;
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
@@ -102,6 +103,16 @@ impl SigningKeys {
         )
     }
 
+    /// Every key of the set, retired ones included: for judging old tokens after the
+    /// fact, never for serving.
+    pub fn all_verification_keys(&self) -> VerificationKeys {
+        VerificationKeys::from_public(
+            self.entries
+                .iter()
+                .map(|e| (e.kid.clone(), e.secret.verifying_key().to_bytes())),
+        )
+    }
+
     /// The JWK Set (RFC 7517) of [`Self::verification_keys`].
     pub fn jwks(&self) -> serde_json::Value {
         self.verification_keys().jwks()
@@ -192,6 +203,13 @@ pub(crate) fn thumbprint(key: &VerifyingKey) -> String {
     B64.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// A key's id and when it was created, which is when it became current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyTime {
+    pub kid: String,
+    pub created_at: Timestamp,
+}
+
 /// A directory of keys: `signing/*.pem` (PKCS#8 Ed25519) and `refresh/*.key` (HMAC
 /// secrets, base64url). File names start with the creation time, so they sort oldest
 /// first; the newest of each kind is current.
@@ -274,6 +292,34 @@ impl KeyDir {
         RefreshTokens::new(keys).ok_or_else(|| KeyError::NoRefreshKey(self.root.join("refresh")))
     }
 
+    /// The signing keys' ids and creation times, oldest first.
+    pub fn signing_key_times(&self) -> Result<Vec<KeyTime>, KeyError> {
+        self.files("signing", "pem")?
+            .iter()
+            .map(|path| {
+                let pem = String::from_utf8(read(path)?).map_err(|e| invalid(path, e))?;
+                let secret = SigningKey::from_pkcs8_pem(&pem).map_err(|e| invalid(path, e))?;
+                Ok(KeyTime {
+                    kid: thumbprint(&secret.verifying_key()),
+                    created_at: file_time(path)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The refresh-token keys' ids and creation times, oldest first.
+    pub fn refresh_key_times(&self) -> Result<Vec<KeyTime>, KeyError> {
+        self.files("refresh", "key")?
+            .iter()
+            .map(|path| {
+                Ok(KeyTime {
+                    kid: file_kid(path).ok_or_else(|| invalid(path, "bad file name"))?,
+                    created_at: file_time(path)?,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn files(&self, kind: &str, ext: &str) -> Result<Vec<PathBuf>, KeyError> {
         let dir = self.root.join(kind);
         let entries = match fs::read_dir(&dir) {
@@ -332,6 +378,16 @@ pub(crate) fn invalid(path: &Path, message: impl std::fmt::Display) -> KeyError 
     }
 }
 
+/// `00000001700000000000000-<kid>.key` → 1700000000000000 µs after the epoch.
+fn file_time(path: &Path) -> Result<Timestamp, KeyError> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.split_once('-'))
+        .and_then(|(micros, _)| micros.parse::<i64>().ok())
+        .map(Timestamp::from_unix_micros)
+        .ok_or_else(|| invalid(path, "file name does not start with its creation time"))
+}
+
 /// `00000001700000000000000-<kid>.key` → `<kid>`.
 fn file_kid(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_str()?;
@@ -373,6 +429,22 @@ mod tests {
             .collect();
         assert_eq!(published.len(), 2, "only the current and the previous key");
         assert!(!published.iter().any(|k| k == first.current_kid()));
+
+        // Auditors still see every key, and when each became current.
+        assert_eq!(thrice.all_verification_keys().kids().count(), 3);
+        let times = keys.signing_key_times().unwrap();
+        assert_eq!(times.len(), 3);
+        assert_eq!(times[0].kid, first.current_kid());
+        assert_eq!(times[1].kid, new_kid);
+        assert!(times[0].created_at < times[1].created_at);
+        assert!(times[2].created_at <= ledger_core::Timestamp::now());
+        let refresh_times = keys.refresh_key_times().unwrap();
+        assert_eq!(refresh_times.len(), 1);
+        assert!(
+            refresh
+                .mint(s, g)
+                .contains(&format!(".{}.", refresh_times[0].kid))
+        );
     }
 
     #[test]

@@ -17,6 +17,6 @@ mod seal;
 pub use access::{
     AccessClaims, AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, TokenError,
 };
-pub use keys::{KeyDir, KeyError, SigningKeys, VerificationKeys};
+pub use keys::{KeyDir, KeyError, KeyTime, SigningKeys, VerificationKeys};
 pub use refresh::{RefreshTokenError, RefreshTokens};
 pub use seal::SealKeys;

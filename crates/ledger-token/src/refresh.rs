@@ -68,6 +68,18 @@ impl RefreshTokens {
         format!("{signed}.{}", B64.encode(tag))
     }
 
+    /// The key id a refresh token names, unverified; `None` when it is not one.
+    pub fn key_id(token: &str) -> Option<&str> {
+        if token.len() > MAX_LEN {
+            return None;
+        }
+        let mut parts = token.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(PREFIX), Some(kid), Some(_), Some(_)) if parts.next().is_none() => Some(kid),
+            _ => None,
+        }
+    }
+
     pub fn parse(&self, token: &str) -> Result<(SessionId, Generation), RefreshTokenError> {
         if token.len() > MAX_LEN {
             return Err(RefreshTokenError::Malformed);
@@ -158,6 +170,8 @@ mod tests {
         );
         let other = tokens(&[("k1", 2)]);
         assert_eq!(other.parse(&token), Err(RefreshTokenError::BadMac));
+        assert_eq!(RefreshTokens::key_id(&token), Some("k1"));
+        assert_eq!(RefreshTokens::key_id("nonsense"), None);
     }
 
     #[test]

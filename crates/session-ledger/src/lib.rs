@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod explain;
 mod run;
 
 pub use config::{Backend, ConfigError, KafkaSettings, Settings};

@@ -1,6 +1,7 @@
 //! `session-ledger`: revocable JWT sessions. `dev` runs everything in one process on
 //! the embedded backend; `api`, `projector` and `validator` run one role each.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -69,6 +70,24 @@ enum Command {
         #[arg(long)]
         subject: Option<String>,
         #[arg(long, default_value = "table", value_parser = ["table", "json", "ndjson"])]
+        format: String,
+    },
+    /// Was a token acceptable at an instant, and why: the verdict first, then the rule
+    /// that decides, the key it was signed with and the events the verdict rests on.
+    /// Exit 0 when acceptable, 1 when not (forged tokens included), 2 on an error.
+    Explain {
+        /// An access token (JWT) or a refresh token (`rt1.…`); `-` reads it from stdin.
+        #[arg(long)]
+        token: String,
+        /// The instant to judge at, RFC 3339 [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// The key directory holding every key ever used, retired ones included
+        /// [default: $LEDGER_DATA_DIR/keys, where the services keep theirs; mount the
+        /// production key directory there or name it here].
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
     /// Key management.
@@ -151,6 +170,25 @@ fn main() -> ExitCode {
                 into,
             };
             return audit(async { session_ledger::audit::run_replay(&settings, options).await });
+        }
+        Command::Explain {
+            token,
+            at,
+            keys,
+            format,
+        } => {
+            telemetry::init_logs_only();
+            return audit(async {
+                let token = read_token(token)?;
+                session_ledger::explain::run_explain(
+                    &settings,
+                    &token,
+                    at.as_deref(),
+                    keys.as_deref(),
+                    &format,
+                )
+                .await
+            });
         }
         Command::History {
             session,
@@ -237,6 +275,16 @@ fn audit(task: impl Future<Output = anyhow::Result<bool>>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The token itself, or standard input's first line for `-` (keeps it out of `ps`).
+fn read_token(token: String) -> anyhow::Result<String> {
+    if token != "-" {
+        return Ok(token);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM (what container runtimes send).

@@ -237,3 +237,27 @@ fn a_string_exp_is_not_treated_as_absent() {
         "the control case validates"
     );
 }
+
+#[test]
+fn verifying_ignoring_time_still_checks_the_signature() {
+    let f = fixture();
+    let token = f.mint(60);
+    assert_eq!(
+        f.validator.validate(&token, at(65)),
+        Err(TokenError::Expired)
+    );
+    let claims = f.validator.verify_ignoring_time(&token).unwrap();
+    assert_eq!(claims.exp, at(60).unix_seconds());
+    assert_eq!(
+        AccessTokenValidator::key_id(&token).as_deref(),
+        Some(f.issuer.keys().current_kid())
+    );
+    let mut forged = token.into_bytes();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(
+        f.validator.verify_ignoring_time(&forged),
+        Err(TokenError::Signature)
+    );
+}

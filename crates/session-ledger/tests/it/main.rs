@@ -3,6 +3,7 @@
 
 mod audit;
 mod crash;
+mod explain;
 mod helpers;
 mod input;
 mod lifecycle;
