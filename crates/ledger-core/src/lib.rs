@@ -3,11 +3,13 @@
 //! A *family* is one login session: an initial access/refresh token pair and every
 //! generation produced by refreshing it. This crate holds the events that describe a
 //! family's life ([`Event`]), the state they project to ([`FamilyState`],
-//! [`Projection`]), the policy knobs ([`Policy`]) and the decisions ([`decide`]).
+//! [`Projection`]), the policy knobs ([`Policy`]) and the decisions ([`decide`]);
+//! [`backtest`] replays recorded histories under another policy.
 //!
 //! Adapters (the embedded store, Kafka, the CQL database) implement the traits in
 //! [`ports`]; nothing here knows about them.
 
+pub mod backtest;
 mod decide;
 mod event;
 mod family;
