@@ -119,11 +119,8 @@ pub fn write_table(
     writeln!(out)?;
     writeln!(out, "{:<48} {:>9}", "under the candidate", "families")?;
     for (what, n) in [
-        ("revoked for reuse (a grace retry now)", c.revoked_for_reuse),
-        (
-            "not revoked (a reuse now, a grace retry then)",
-            c.not_revoked,
-        ),
+        ("revoked for reuse (was a grace retry)", c.revoked_for_reuse),
+        ("not revoked (was revoked for reuse)", c.not_revoked),
         ("ended earlier: idle", c.ended_earlier_idle),
         ("ended earlier: deadline", c.ended_earlier_deadline),
         ("ended later: idle", c.ended_later_idle),
@@ -166,14 +163,14 @@ fn describe(d: &Divergence) -> String {
             presented,
             rotated_at,
         } => format!(
-            "revoked for reuse: generation {presented} presented {} after its rotation (a grace retry now)",
+            "revoked for reuse: generation {presented} presented {} after its rotation (was a grace retry)",
             seconds(*rotated_at, d.at)
         ),
         Change::NotRevoked {
             presented,
             rotated_at,
         } => format!(
-            "not revoked: generation {presented} presented {} after its rotation is a grace retry",
+            "not revoked: generation {presented} presented {} after its rotation is a grace retry (was revoked for reuse)",
             seconds(*rotated_at, d.at)
         ),
         Change::EndedEarlier {
@@ -186,8 +183,10 @@ fn describe(d: &Divergence) -> String {
                 text.push_str(&format!("; would have refused the refresh at {t}"));
             }
             match current_end {
-                Some(t) => text.push_str(&format!("; ended at {t} now")),
-                None if refused_at.is_none() => text.push_str("; still live now"),
+                Some(t) => text.push_str(&format!("; the current policy ended it at {t}")),
+                None if refused_at.is_none() => {
+                    text.push_str("; still live under the current policy")
+                }
                 None => {}
             }
             text
@@ -197,11 +196,11 @@ fn describe(d: &Divergence) -> String {
             candidate_end,
         } => match candidate_end {
             Some(t) => format!(
-                "ended later: now by {}, under the candidate at {t}",
+                "ended later: the current policy ended it ({}), the candidate at {t}",
                 cause.as_str()
             ),
             None => format!(
-                "ended later: now by {}, still live under the candidate",
+                "ended later: the current policy ended it ({}), still live under the candidate",
                 cause.as_str()
             ),
         },
@@ -348,7 +347,9 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains(&format!("{id}  ended earlier (idle); still live now")),
+            table.contains(&format!(
+                "{id}  ended earlier (idle); still live under the current policy"
+            )),
             "{table}"
         );
 
