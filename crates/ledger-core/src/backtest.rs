@@ -21,6 +21,10 @@
 //! | reuse of head−1, rotated at `r` | `t − r < grace` and `t < deadline`: **not revoked** (a grace retry) |
 //! | reuse of an older generation, signout, admin revocation, subject revocation | nothing by itself: it ends the family at `t` (see below) |
 //!
+//! In the table `grace`, `deadline` and `E` are the candidate's. Each recorded outcome
+//! is first checked against the current policy by the same rules (see *inconsistent*
+//! below).
+//!
 //! After the last event (or at the revocation that ended the family at `T`; without
 //! one, `T` is the `as_of` instant the backtest is run for), the session ended at
 //! `min(E(P), T)` under each policy. When the two instants differ the session **ended
