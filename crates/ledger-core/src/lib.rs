@@ -3,12 +3,14 @@
 //! A *family* is one login session: an initial access/refresh token pair and every
 //! generation produced by refreshing it. This crate holds the events that describe a
 //! family's life ([`Event`]), the state they project to ([`FamilyState`],
-//! [`Projection`]), the policy knobs ([`Policy`]), the decisions ([`decide`]) and why a
-//! token was or was not acceptable at a given instant ([`explain()`]).
+//! [`Projection`]), the policy knobs ([`Policy`]), the decisions ([`decide`]), why a
+//! token was or was not acceptable at a given instant ([`explain()`]) and what another
+//! policy would have changed ([`backtest`]).
 //!
 //! Adapters (the embedded store, Kafka, the CQL database) implement the traits in
 //! [`ports`]; nothing here knows about them.
 
+pub mod backtest;
 mod decide;
 mod event;
 mod explain;

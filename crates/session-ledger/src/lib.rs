@@ -2,6 +2,7 @@
 //! (api, projector, validator), so tests can start the real thing in-process.
 
 pub mod audit;
+pub mod backtest;
 pub mod config;
 pub mod explain;
 mod run;

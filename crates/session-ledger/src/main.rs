@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use session_ledger::audit::{Bound, HistoryOf, Range, ReplayOptions};
@@ -90,6 +91,24 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
+    /// Replays the log under another policy and reports what would change: families
+    /// revoked for reuse or not, sessions ending earlier or later.
+    Backtest {
+        /// Candidate refresh grace (e.g. 30s; default: the configured one).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
+        /// Candidate refresh idle ttl (e.g. 1h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle: Option<Duration>,
+        /// Candidate absolute session lifetime (e.g. 30days).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max: Option<Duration>,
+        /// How many diverging families to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -147,6 +166,19 @@ fn main() -> ExitCode {
             projector: false,
             validator: true,
         },
+        Command::Backtest {
+            grace,
+            idle,
+            max,
+            limit,
+            format,
+        } => {
+            telemetry::init_logs_only();
+            let overrides = session_ledger::backtest::Overrides { grace, idle, max };
+            return audit(async {
+                session_ledger::backtest::run_backtest(&settings, overrides, limit, &format).await
+            });
+        }
         Command::Keys { command } => {
             telemetry::init_logs_only();
             return keys(&settings, command);
