@@ -1,7 +1,7 @@
 //! Tools for auditors: they read the same log the projector reads, with the same
 //! backend configuration as the services, and never write to the serving path.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use ledger_core::{Event, FamilyStatus, Projection, SessionId, Timestamp};
 use ledger_token::KeyDir;
 
 use crate::run::Ports;
+use crate::scan::{Flow, scan};
 use crate::{Backend, Settings};
 
 /// What `replay` found.
@@ -22,37 +23,6 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     /// Where the replay stopped: the next offset per partition.
     pub end: Vec<Position>,
-}
-
-/// The progress line on standard error: a bar, events/s and the time left. On a
-/// terminal it redraws in place; elsewhere (CI logs) it prints a line per second.
-fn progress(read: u64, lag: Option<u64>, elapsed: Duration, done: bool) {
-    const WIDTH: usize = 30;
-    let rate = read as f64 / elapsed.as_secs_f64().max(1e-9);
-    let line = match lag {
-        Some(lag) => {
-            let total = read + lag;
-            let fraction = read as f64 / total.max(1) as f64;
-            let filled = ((fraction * WIDTH as f64) as usize).min(WIDTH);
-            format!(
-                "[{}{}] {:>3.0}% {read}/{total} events, {rate:.0} events/s, {:.0} s left",
-                "#".repeat(filled),
-                ".".repeat(WIDTH - filled),
-                100.0 * fraction,
-                lag as f64 / rate.max(1.0)
-            )
-        }
-        None => format!("{read} events, {rate:.0} events/s"),
-    };
-    let mut err = std::io::stderr().lock();
-    if err.is_terminal() {
-        let _ = write!(err, "\rreplay: {line}\x1b[K");
-        if done {
-            let _ = writeln!(err);
-        }
-    } else {
-        let _ = writeln!(err, "replay: {line}");
-    }
 }
 
 /// One end of a replay: an offset (in every partition) or a time (`occurred_at`).
@@ -126,57 +96,39 @@ pub async fn replay(
         // a time bound filters the whole log.
         None | Some(Bound::Time(_)) => StartFrom::Beginning,
     };
-    let mut reader = ports.source.reader(start).await?;
     let mut projection = Projection::new();
     let mut events = 0u64;
-    let mut read = 0u64;
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    // The last poll waits to learn that the log has ended: not part of the rate.
-    let mut elapsed = Duration::ZERO;
-    loop {
-        let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
-        if batch.is_empty() {
-            break;
+    // The chain check needs every record; a replay range only its own.
+    let stop_early = chain.is_none();
+    let scanned = scan(&ports, start, "replay", |record| {
+        if let Some(chain) = chain.as_deref_mut() {
+            chain.observe(
+                record.position.partition,
+                record.position.offset,
+                &record.event,
+            );
         }
-        elapsed = started.elapsed();
-        read += batch.len() as u64;
-        let mut past_end = false;
-        for record in &batch {
-            if let Some(chain) = chain.as_deref_mut() {
-                chain.observe(
-                    record.position.partition,
-                    record.position.offset,
-                    &record.event,
-                );
-            }
-            if !range.contains(record) {
-                past_end |= range.past_end(record);
-                continue;
-            }
-            projection.apply(&record.event);
-            if let Some(out) = export.as_deref_mut() {
-                out.write_all(&record.event.to_json())?;
-                out.write_all(b"\n")?;
-            }
-            events += 1;
+        if !range.contains(record) {
+            return Ok(if range.past_end(record) && stop_early {
+                Flow::PastEnd
+            } else {
+                Flow::Continue
+            });
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(read, reader.lag(), started.elapsed(), false);
-            last_report = Instant::now();
+        projection.apply(&record.event);
+        if let Some(out) = export.as_deref_mut() {
+            out.write_all(&record.event.to_json())?;
+            out.write_all(b"\n")?;
         }
-        if past_end && chain.is_none() && reader.lag() == Some(0) {
-            break;
-        }
-    }
-    if read > 0 && started.elapsed() >= Duration::from_secs(1) {
-        progress(read, Some(0), elapsed, true);
-    }
+        events += 1;
+        Ok(Flow::Continue)
+    })
+    .await?;
     Ok(ReplayReport {
         events,
         projection,
-        elapsed,
-        end: reader.positions(),
+        elapsed: scanned.elapsed,
+        end: scanned.end,
     })
 }
 
@@ -503,7 +455,7 @@ pub async fn run_history(settings: &Settings, of: HistoryOf, format: &str) -> an
         HistoryOf::Subject(subject) => {
             let subject = ledger_core::Subject::parse(subject)
                 .map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
-            let events = subject_events(settings, &subject).await?;
+            let events = subject_events(&Ports::open(settings).await?, &subject).await?;
             anyhow::ensure!(!events.is_empty(), "no events for subject {subject}");
             events
         }
@@ -559,32 +511,18 @@ pub async fn run_history(settings: &Settings, of: HistoryOf, format: &str) -> an
 
 /// Every event of `subject`, in log order: the log is read from its start (an
 /// auditor's scan; nothing indexes events by subject on the serving path).
-async fn subject_events(
-    settings: &Settings,
+pub(crate) async fn subject_events(
+    ports: &Ports,
     subject: &ledger_core::Subject,
 ) -> anyhow::Result<Vec<Event>> {
-    let ports = Ports::open(settings).await?;
-    let mut reader = ports.source.reader(StartFrom::Beginning).await?;
     let mut events = Vec::new();
-    let (started, mut last_report, mut read) = (Instant::now(), Instant::now(), 0u64);
-    loop {
-        let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
-        if batch.is_empty() {
-            break;
+    scan(ports, StartFrom::Beginning, "history", |record| {
+        if record.event.subject == *subject {
+            events.push(record.event.clone());
         }
-        read += batch.len() as u64;
-        events.extend(
-            batch
-                .into_iter()
-                .map(|r| r.event)
-                .filter(|e| e.subject == *subject),
-        );
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            let rate = read as f64 / started.elapsed().as_secs_f64();
-            eprintln!("history: {read} events scanned, {rate:.0} events/s");
-            last_report = Instant::now();
-        }
-    }
+        Ok(Flow::Continue)
+    })
+    .await?;
     Ok(events)
 }
 

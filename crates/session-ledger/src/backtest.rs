@@ -4,7 +4,7 @@
 //! this module reads and prints.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use ledger_core::backtest::{Backtest, BacktestReport, Change, Divergence};
@@ -13,6 +13,7 @@ use ledger_core::{Policy, Timestamp};
 
 use crate::Settings;
 use crate::run::Ports;
+use crate::scan::{Flow, scan};
 
 /// The parts of the policy a candidate changes; `None` keeps the configured value.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,25 +44,11 @@ pub async fn backtest(
     let mut backtest =
         Backtest::new(current.clone(), candidate.clone()).context("the candidate policy")?;
     let ports = Ports::open(settings).await?;
-    let mut reader = ports.source.reader(StartFrom::Beginning).await?;
-    let mut events = 0u64;
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for record in &batch {
-            backtest.push(&record.event);
-        }
-        events += batch.len() as u64;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            let rate = events as f64 / started.elapsed().as_secs_f64();
-            eprintln!("backtest: {events} events read, {rate:.0} events/s");
-            last_report = Instant::now();
-        }
-    }
+    scan(&ports, StartFrom::Beginning, "backtest", |record| {
+        backtest.push(&record.event);
+        Ok(Flow::Continue)
+    })
+    .await?;
     Ok(backtest.finish(Timestamp::now()))
 }
 

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use ledger_core::ports::StartFrom;
 use ledger_core::{Event, Explanation, Subject, Timestamp, TokenFacts};
 use ledger_token::{
     AccessTokenValidator, KeyDir, KeyTime, RefreshTokenError, RefreshTokens, TokenError,
@@ -181,20 +180,9 @@ fn keys_context(dir: &KeyDir) -> String {
 /// The subject-wide revocations of `subject`: events with no family, found by reading
 /// the whole log (they are not part of any family's history).
 async fn subject_revocations(ports: &Ports, subject: &Subject) -> anyhow::Result<Vec<Event>> {
-    let mut reader = ports.source.reader(StartFrom::Beginning).await?;
-    let mut found = Vec::new();
-    loop {
-        let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
-        if batch.is_empty() {
-            return Ok(found);
-        }
-        found.extend(
-            batch
-                .into_iter()
-                .map(|r| r.event)
-                .filter(|e| e.session_id.is_none() && e.subject == *subject),
-        );
-    }
+    let mut events = crate::audit::subject_events(ports, subject).await?;
+    events.retain(|e| e.session_id.is_none());
+    Ok(events)
 }
 
 /// `session-ledger explain`: prints the verdict (first line), the token, the key and

@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod config;
 pub mod explain;
 mod run;
+mod scan;
 
 pub use config::{Backend, ConfigError, KafkaSettings, Settings};
 pub use run::{Roles, Running, start};
