@@ -73,13 +73,18 @@ async fn replay_exports_filters_by_time_and_rebuilds_into_a_fresh_store() {
     let app = app_at(process.api.as_deref(), process.validator.as_deref());
     app.await_ready().await;
     let first = app.login("early").await;
-    app.await_history(str_field(&first, "session_id"), 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let between = ledger_core::Timestamp::now().to_rfc3339();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let late = app.login("late").await;
     app.revoke(str_field(&late, "refresh_token")).await;
+    // The bounds are the events' own times: the early login, and the late one.
+    let occurred = |status: serde_json::Value| {
+        status["history"][0]["occurred_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     app.await_history(str_field(&late, "session_id"), 2).await;
+    let early_at = occurred(app.status(str_field(&first, "session_id")).await);
+    let late_at = occurred(app.status(str_field(&late, "session_id")).await);
     process.kill();
 
     // Everything, as NDJSON: each line is an event exactly as `schemas/` describes
@@ -105,11 +110,11 @@ async fn replay_exports_filters_by_time_and_rebuilds_into_a_fresh_store() {
     assert_eq!(code, 2);
 
     // From a time: only the late family's two events.
-    let (code, out) = tool(data.path(), &["replay", "--from", &between]);
+    let (code, out) = tool(data.path(), &["replay", "--from", &late_at]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("events:        2"), "{out}");
     assert!(out.contains("families:      1 (1 revoked)"), "{out}");
-    let (code, out) = tool(data.path(), &["replay", "--to", &between]);
+    let (code, out) = tool(data.path(), &["replay", "--to", &early_at]);
     assert!(out.contains("events:        1"), "{out}");
     assert_eq!(code, 0);
     let (code, _) = tool(data.path(), &["replay", "--from", "yesterday"]);
