@@ -21,9 +21,10 @@ use clap::Parser;
 
 use crate::report::{Table, duration, progress, rate, ratio};
 
-/// Counts every byte the program holds, to measure what the revocation view keeps.
+/// Counts every byte the program holds, to measure what the revocation view keeps; the
+/// allocator underneath is the one `session-ledger` ships with.
 #[global_allocator]
-static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+static ALLOCATOR: Cap<mimalloc::MiMalloc> = Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 #[derive(Parser, Debug)]
 #[command(name = "ledger-bench", about, long_about = None)]
