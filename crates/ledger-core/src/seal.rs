@@ -2,17 +2,19 @@
 //!
 //! Every event of a partition is hashed (SHA-256 of its canonical JSON) and chained
 //! to the one before it: `chain(o) = SHA-256(chain(o − 1) ‖ offset ‖ hash(event))`.
-//! The sealer groups a partition's offsets in blocks of [`SEAL_BLOCK`]; a block's
-//! [`Seal`] lists each event's offset, id and hash, the chain value before the block
-//! and after it, and is signed with the seal key. A block is re-sealed as it fills, so
-//! the tail of the log is sealed within seconds, not only once a block is full.
+//! The sealer writes the chain down in *runs*: a [`Seal`] lists the events it read
+//! since its previous seal (offset, id, hash), the chain value before the first and
+//! after the last, and is signed with the seal key. Seals are append-only: each one
+//! covers new events only, so sealing costs the same whatever the log's size, and the
+//! tail of the log is sealed within a second.
 //!
-//! [`ChainCheck`] walks the log beside the seals and names what does not match: an
-//! event whose bytes changed (*edited*), a sealed event the log no longer has
-//! (*dropped*), an event no seal lists inside the sealed range (*inserted*), events in
-//! another order (*reordered*), a seal whose signature or chain does not verify, and a
-//! block with no seal between sealed ones. What it cannot see is in
-//! `docs/THREAT_MODEL.md`.
+//! The chain value at an offset depends on the log alone, so two sealers, or one that
+//! restarted, write seals that agree wherever they overlap. [`ChainCheck`] walks the
+//! log beside the seals and names what does not match: an event whose bytes changed
+//! (*edited*), a sealed event the log no longer has (*dropped*), an event no seal lists
+//! inside the sealed range (*inserted*), events in another order (*reordered*), a seal
+//! whose signature or chain does not verify, and offsets no seal covers between sealed
+//! ones. What it cannot see is in `docs/THREAT_MODEL.md`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{Event, EventId, Timestamp};
 
-/// Offsets per seal block.
-pub const SEAL_BLOCK: u64 = 1024;
+/// Most events in one seal.
+pub const MAX_SEAL_RUN: usize = 1024;
 
 /// A SHA-256 value, written as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -96,14 +98,15 @@ pub struct SealEntry {
     pub hash: Hash,
 }
 
-/// A signed statement: "partition P, block B held exactly these events".
+/// A signed statement: "partition P held exactly these events at these offsets, and
+/// the chain ran from `prev_chain` to `chain` over them".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seal {
     pub partition: u32,
-    pub block: u64,
-    /// The chain value before the block's first entry (that of the last event sealed
-    /// before it; all zeros when nothing was).
+    /// The chain value before the first entry (that of the offset before it; all
+    /// zeros when the partition had nothing sealed before).
     pub prev_chain: Hash,
+    /// Consecutive offsets, at least one.
     pub entries: Vec<SealEntry>,
     /// The chain value after the last entry.
     pub chain: Hash,
@@ -132,16 +135,27 @@ impl Seal {
         serde_json::from_slice(bytes)
     }
 
-    /// The last offset this seal covers, when it has entries.
-    pub fn last_offset(&self) -> Option<u64> {
-        self.entries.last().map(|e| e.offset)
+    /// The first and last offsets covered (`(0, 0)` for a seal with no entries, which
+    /// the sealer never writes).
+    pub fn range(&self) -> (u64, u64) {
+        match (self.entries.first(), self.entries.last()) {
+            (Some(first), Some(last)) => (first.offset, last.offset),
+            _ => (0, 0),
+        }
     }
 
-    /// Recomputes the chain from `prev_chain` over the entries.
-    fn computed_chain(&self) -> Hash {
-        self.entries
-            .iter()
-            .fold(self.prev_chain, |c, e| c.link(e.offset, &e.hash))
+    /// Whether the entries are consecutive offsets and the chain follows from them.
+    fn consistent(&self) -> bool {
+        !self.entries.is_empty()
+            && self
+                .entries
+                .windows(2)
+                .all(|w| w[1].offset == w[0].offset + 1)
+            && self
+                .entries
+                .iter()
+                .fold(self.prev_chain, |c, e| c.link(e.offset, &e.hash))
+                == self.chain
     }
 }
 
@@ -157,84 +171,78 @@ pub trait SealVerifier {
     fn verify(&self, kid: &str, bytes: &[u8], signature: &str) -> bool;
 }
 
-/// Builds seals for one partition as events arrive, in offset order.
+/// Builds one partition's seals as events arrive, in offset order: each seal covers
+/// the events pushed since the one before.
 #[derive(Debug, Clone)]
 pub struct SealBuilder {
     partition: u32,
-    block: u64,
+    /// The next offset expected; `None` before the first event of a fresh partition.
+    next: Option<u64>,
+    /// The chain value before the first pending entry.
     prev_chain: Hash,
-    entries: Vec<SealEntry>,
+    pending: Vec<SealEntry>,
     chain: Hash,
 }
 
 impl SealBuilder {
-    /// Resumes after `last` (the newest seal of the partition), or starts afresh.
+    /// Resumes after `last` (the partition's newest seal), or starts afresh.
     pub fn resume(partition: u32, last: Option<&Seal>) -> SealBuilder {
-        match last {
-            Some(seal) => SealBuilder {
-                partition,
-                block: seal.block,
-                prev_chain: seal.prev_chain,
-                entries: seal.entries.clone(),
-                chain: seal.chain,
-            },
-            None => SealBuilder {
-                partition,
-                block: 0,
-                prev_chain: Hash::default(),
-                entries: Vec::new(),
-                chain: Hash::default(),
-            },
+        let chain = last.map_or_else(Hash::default, |s| s.chain);
+        SealBuilder {
+            partition,
+            next: last.map(|s| s.range().1 + 1),
+            prev_chain: chain,
+            pending: Vec::new(),
+            chain,
         }
     }
 
-    /// The next offset this builder expects (everything before it is sealed or in
-    /// the open block).
+    /// The next offset this builder expects: everything before it is sealed or
+    /// pending.
     pub fn next_offset(&self) -> Option<u64> {
-        self.entries.last().map(|e| e.offset + 1)
+        self.next
     }
 
-    /// Adds the event at `offset`. When it starts a new block, the finished block's
-    /// seal contents are returned first (sign them with [`SealBuilder::sign`]).
-    pub fn push(&mut self, offset: u64, event: &Event) -> Option<SealBuilder> {
-        let block = offset / SEAL_BLOCK;
-        let mut finished = None;
-        if block != self.block {
-            if !self.entries.is_empty() {
-                finished = Some(self.clone());
-                self.prev_chain = self.chain;
-            }
-            self.block = block;
-            self.entries.clear();
+    /// Adds the event at `offset`; an offset before [`SealBuilder::next_offset`] is
+    /// already sealed and is ignored.
+    pub fn push(&mut self, offset: u64, event: &Event) {
+        if self.next.is_some_and(|next| offset < next) {
+            return;
         }
         let hash = Hash::of_event(event);
         self.chain = self.chain.link(offset, &hash);
-        self.entries.push(SealEntry {
+        self.pending.push(SealEntry {
             offset,
             event_id: event.event_id,
             hash,
         });
-        finished
+        self.next = Some(offset + 1);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Events pushed since the last seal.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
-    /// The open (or finished) block as a signed seal.
-    pub fn sign(&self, signer: &dyn SealSigner, now: Timestamp) -> Seal {
+    /// The pending events as a signed seal, or `None` when there are none. The builder
+    /// then starts the next seal from this one's chain value: write the seal before
+    /// pushing more (retrying until it is stored).
+    pub fn seal(&mut self, signer: &dyn SealSigner, now: Timestamp) -> Option<Seal> {
+        if self.pending.is_empty() {
+            return None;
+        }
         let mut seal = Seal {
             partition: self.partition,
-            block: self.block,
             prev_chain: self.prev_chain,
-            entries: self.entries.clone(),
+            entries: std::mem::take(&mut self.pending),
             chain: self.chain,
             sealed_at: now,
             kid: signer.kid().to_owned(),
             signature: String::new(),
         };
         seal.signature = signer.sign(&seal.signed_bytes());
-        seal
+        self.prev_chain = self.chain;
+        Some(seal)
     }
 }
 
@@ -268,11 +276,24 @@ pub enum ChainFinding {
         event_id: EventId,
     },
     /// A seal whose signature does not verify with the seal keys.
-    BadSignature { partition: u32, block: u64 },
-    /// A seal whose chain values do not follow from its entries or its predecessor.
-    BrokenChain { partition: u32, block: u64 },
-    /// No seal for a block between sealed blocks.
-    MissingSeal { partition: u32, block: u64 },
+    BadSignature {
+        partition: u32,
+        first: u64,
+        last: u64,
+    },
+    /// A seal whose chain values do not follow from its entries or from the seal
+    /// before it, or that contradicts another seal.
+    BrokenChain {
+        partition: u32,
+        first: u64,
+        last: u64,
+    },
+    /// Offsets no seal covers, between sealed ones.
+    MissingSeal {
+        partition: u32,
+        first: u64,
+        last: u64,
+    },
 }
 
 impl std::fmt::Display for ChainFinding {
@@ -316,19 +337,32 @@ impl std::fmt::Display for ChainFinding {
                 "REORDERED: event {event_id} at partition {partition} offset {offset} comes \
                  after events sealed after it"
             ),
-            ChainFinding::BadSignature { partition, block } => write!(
+            ChainFinding::BadSignature {
+                partition,
+                first,
+                last,
+            } => write!(
                 f,
-                "BAD SIGNATURE: the seal of partition {partition} block {block} does not verify"
+                "BAD SIGNATURE: the seal of partition {partition} offsets {first}-{last} \
+                 does not verify"
             ),
-            ChainFinding::BrokenChain { partition, block } => write!(
+            ChainFinding::BrokenChain {
+                partition,
+                first,
+                last,
+            } => write!(
                 f,
-                "BROKEN CHAIN: the seal of partition {partition} block {block} does not \
-                 follow from its entries or the block before it"
+                "BROKEN CHAIN: the seal of partition {partition} offsets {first}-{last} \
+                 does not follow from its entries or the seal before it"
             ),
-            ChainFinding::MissingSeal { partition, block } => write!(
+            ChainFinding::MissingSeal {
+                partition,
+                first,
+                last,
+            } => write!(
                 f,
-                "MISSING SEAL: partition {partition} block {block} has no seal between \
-                 sealed blocks"
+                "MISSING SEAL: partition {partition} offsets {first}-{last} have no seal \
+                 between sealed ones"
             ),
         }
     }
@@ -375,54 +409,81 @@ impl ChainCheck {
     /// Checks the seals themselves (signatures, chain links, gaps) and prepares to
     /// walk the log.
     pub fn new(mut seals: Vec<Seal>, verifier: &dyn SealVerifier) -> ChainCheck {
-        seals.sort_by_key(|s| (s.partition, s.block));
+        seals.sort_by_key(|s| (s.partition, s.range()));
         let mut check = ChainCheck::default();
         check.report.seals = seals.len() as u64;
-        let mut previous: Option<&Seal> = None;
+        // Per partition: every sealed offset with its entry and the chain after it.
+        let mut sealed: BTreeMap<u32, BTreeMap<u64, (SealEntry, Hash)>> = BTreeMap::new();
+        let mut trusted = Vec::new();
         for seal in &seals {
-            let (partition, block) = (seal.partition, seal.block);
+            let (partition, (first, last)) = (seal.partition, seal.range());
             if !verifier.verify(&seal.kid, &seal.signed_bytes(), &seal.signature) {
-                check
-                    .report
-                    .findings
-                    .push(ChainFinding::BadSignature { partition, block });
+                check.report.findings.push(ChainFinding::BadSignature {
+                    partition,
+                    first,
+                    last,
+                });
                 continue;
             }
-            let in_block = seal.entries.iter().all(|e| e.offset / SEAL_BLOCK == block);
-            let ordered = seal.entries.windows(2).all(|w| w[0].offset < w[1].offset);
-            let follows = match previous.filter(|p| p.partition == partition) {
-                Some(p) => p.chain == seal.prev_chain,
-                None => true,
-            };
-            if !in_block || !ordered || !follows || seal.computed_chain() != seal.chain {
-                check
-                    .report
-                    .findings
-                    .push(ChainFinding::BrokenChain { partition, block });
+            let offsets = sealed.entry(partition).or_default();
+            let mut chain = seal.prev_chain;
+            let mut agrees = seal.consistent();
+            for entry in &seal.entries {
+                chain = chain.link(entry.offset, &entry.hash);
+                let known = offsets
+                    .entry(entry.offset)
+                    .or_insert((entry.clone(), chain));
+                agrees &= *known == (entry.clone(), chain);
             }
-            if let Some(p) = previous.filter(|p| p.partition == partition) {
-                for missing in p.block + 1..block {
+            if !agrees {
+                check.report.findings.push(ChainFinding::BrokenChain {
+                    partition,
+                    first,
+                    last,
+                });
+            }
+            trusted.push(seal);
+        }
+        // Each seal follows the chain where the offset before it is sealed; the first
+        // seal of a partition starts it from zero.
+        for seal in trusted {
+            let (partition, (first, last)) = (seal.partition, seal.range());
+            let offsets = &sealed[&partition];
+            let before = first.checked_sub(1).and_then(|o| offsets.get(&o));
+            let starts = offsets.keys().next() == Some(&first);
+            let linked = match before {
+                Some((_, chain)) => *chain == seal.prev_chain,
+                None => !starts || seal.prev_chain == Hash::default(),
+            };
+            if !linked {
+                check.report.findings.push(ChainFinding::BrokenChain {
+                    partition,
+                    first,
+                    last,
+                });
+            }
+        }
+        for (&partition, offsets) in &sealed {
+            let mut previous: Option<u64> = None;
+            let part = check.partitions.entry(partition).or_default();
+            for (&offset, (entry, _)) in offsets {
+                if let Some(p) = previous.filter(|&p| offset > p + 1) {
                     check.report.findings.push(ChainFinding::MissingSeal {
                         partition,
-                        block: missing,
+                        first: p + 1,
+                        last: offset - 1,
                     });
                 }
-            }
-            if let Some(last) = seal.last_offset() {
-                match check.report.heads.last_mut() {
-                    Some(head) if head.0 == partition => *head = (partition, last, seal.chain),
-                    _ => check.report.heads.push((partition, last, seal.chain)),
-                }
-            }
-            let part = check.partitions.entry(partition).or_default();
-            for entry in &seal.entries {
+                previous = Some(offset);
                 part.index
                     .entry(entry.event_id)
                     .or_default()
                     .push(part.entries.len());
                 part.entries.push(entry.clone());
             }
-            previous = Some(seal);
+            if let Some((&offset, (_, chain))) = offsets.iter().next_back() {
+                check.report.heads.push((partition, offset, *chain));
+            }
         }
         check
     }

@@ -48,10 +48,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     next_offset    INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seals (
-    partition INTEGER NOT NULL,
-    block     INTEGER NOT NULL,
-    body      BLOB NOT NULL,
-    PRIMARY KEY (partition, block)
+    partition    INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset  INTEGER NOT NULL,
+    body         BLOB NOT NULL,
+    PRIMARY KEY (partition, first_offset, last_offset)
 );
 ";
 
@@ -579,34 +580,42 @@ mod tests;
 #[async_trait]
 impl SealStore for Embedded {
     async fn put(&self, seal: &Seal) -> Result<(), BackendError> {
-        let (partition, block, body) = (seal.partition, seal.block, seal.to_json());
+        let (first, last) = seal.range();
+        let (first, last) = (
+            i64::try_from(first).unwrap_or(i64::MAX),
+            i64::try_from(last).unwrap_or(i64::MAX),
+        );
+        let (partition, body) = (seal.partition, seal.to_json());
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO seals (partition, block, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (partition, block) DO UPDATE SET body = excluded.body",
+                "INSERT OR REPLACE INTO seals (partition, first_offset, last_offset, body)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![
-                partition,
-                i64::try_from(block).unwrap_or(i64::MAX),
-                body
-            ])
+            .execute(params![partition, first, last, body])
             .map(drop)
         })
         .await
     }
 
     async fn seals(&self) -> Result<Vec<Seal>, BackendError> {
-        self.read_seals("SELECT block, body FROM seals ORDER BY partition, block")
-            .await
+        self.read_seals(
+            "SELECT first_offset, body FROM seals ORDER BY partition, first_offset, last_offset",
+        )
+        .await
     }
 
     async fn newest(&self) -> Result<Vec<Seal>, BackendError> {
         self.read_seals(
-            "SELECT block, body FROM seals AS s
-             WHERE block = (SELECT max(block) FROM seals WHERE partition = s.partition)
-             ORDER BY partition",
+            "SELECT first_offset, body FROM seals AS s
+             WHERE first_offset = (SELECT max(first_offset) FROM seals WHERE partition = s.partition)
+             ORDER BY partition, last_offset DESC",
         )
         .await
+        .map(|mut seals| {
+            // Two sealers may have sealed from the same offset: the longer is newest.
+            seals.dedup_by_key(|s| s.partition);
+            seals
+        })
     }
 }
 
@@ -620,9 +629,9 @@ impl Embedded {
             })
             .await?;
         rows.into_iter()
-            .map(|(block, body)| {
+            .map(|(first, body)| {
                 Seal::from_json(&body).map_err(|e| BackendError::Corrupt {
-                    position: format!("seal of block {block}"),
+                    position: format!("seal from offset {first}"),
                     message: e.to_string(),
                 })
             })

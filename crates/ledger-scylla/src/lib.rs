@@ -353,13 +353,15 @@ impl Statements {
             ))
             .await?,
             put_seal: prepare(format!(
-                "INSERT INTO {ks}.seals (partition, block, body) VALUES (?, ?, ?)"
+                "INSERT INTO {ks}.seals (partition, first_offset, last_offset, body) \
+                 VALUES (?, ?, ?, ?)"
             ))
             .await?,
             scan_seals: prepare(format!("SELECT body FROM {ks}.seals")).await?,
             seal_partitions: prepare(format!("SELECT DISTINCT partition FROM {ks}.seals")).await?,
             newest_seal: prepare(format!(
-                "SELECT body FROM {ks}.seals WHERE partition = ? ORDER BY block DESC LIMIT 1"
+                "SELECT body FROM {ks}.seals WHERE partition = ? \
+                 ORDER BY first_offset DESC, last_offset DESC LIMIT 1"
             ))
             .await?,
         })
@@ -544,13 +546,15 @@ impl SealStore for ScyllaStore {
         let partition = i32::try_from(seal.partition).map_err(|_| {
             BackendError::Other(format!("partition {} out of range", seal.partition))
         })?;
-        let block = i64::try_from(seal.block)
-            .map_err(|_| BackendError::Other(format!("block {} out of range", seal.block)))?;
+        let (first, last) = seal.range();
+        let offset = |o: u64| {
+            i64::try_from(o).map_err(|_| BackendError::Other(format!("offset {o} out of range")))
+        };
         let body = String::from_utf8_lossy(&seal.to_json()).into_owned();
         self.execute(
             "write seal",
             &self.inner.st.put_seal,
-            (partition, block, body),
+            (partition, offset(first)?, offset(last)?, body),
         )
         .await
         .map(drop)
@@ -558,7 +562,7 @@ impl SealStore for ScyllaStore {
 
     async fn seals(&self) -> Result<Vec<Seal>, BackendError> {
         let mut seals: Vec<Seal> = self.scan("seals", &self.inner.st.scan_seals).await?;
-        seals.sort_by_key(|s| (s.partition, s.block));
+        seals.sort_by_key(|s| (s.partition, s.range()));
         Ok(seals)
     }
 

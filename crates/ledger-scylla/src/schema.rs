@@ -59,10 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "seals: signed hash chains over the log (tamper evidence)",
         statements: &["CREATE TABLE IF NOT EXISTS {ks}.seals (
             partition int,
-            block bigint,
+            first_offset bigint,
+            last_offset bigint,
             body text,
-            PRIMARY KEY (partition, block)
-        ) WITH CLUSTERING ORDER BY (block ASC)"],
+            PRIMARY KEY (partition, first_offset, last_offset)
+        ) WITH CLUSTERING ORDER BY (first_offset ASC, last_offset ASC)"],
     },
 ];
 

@@ -183,8 +183,8 @@ fn print_chain(out: &mut impl Write, report: ChainReport) -> anyhow::Result<bool
     const SHOWN: usize = 50;
     writeln!(
         out,
-        "chain:         {} seals; {} events sealed, {} after the newest seal",
-        report.seals, report.sealed, report.unsealed_tail
+        "chain:         {} events sealed, {} after the newest seal (seals read: {})",
+        report.sealed, report.unsealed_tail, report.seals
     )?;
     if report.before_log_start > 0 {
         writeln!(

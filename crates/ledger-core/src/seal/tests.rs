@@ -35,17 +35,23 @@ fn log(n: usize) -> Vec<(u64, Event)> {
         .collect()
 }
 
-/// Seals for `log`, as the sealer writes them: one per block, the open block too.
-fn seal(log: &[(u64, Event)]) -> Vec<Seal> {
+/// Seals for `log`, as the sealer writes them: a seal every `every` events (the
+/// sealer seals what it read each second, at most [`MAX_SEAL_RUN`] at a time).
+fn seal_every(log: &[(u64, Event)], every: usize) -> Vec<Seal> {
     let mut builder = SealBuilder::resume(0, None);
     let mut seals = Vec::new();
     for (offset, event) in log {
-        if let Some(done) = builder.push(*offset, event) {
-            seals.push(done.sign(&KEY, Timestamp::now()));
+        builder.push(*offset, event);
+        if builder.pending() == every {
+            seals.extend(builder.seal(&KEY, Timestamp::now()));
         }
     }
-    seals.push(builder.sign(&KEY, Timestamp::now()));
+    seals.extend(builder.seal(&KEY, Timestamp::now()));
     seals
+}
+
+fn seal(log: &[(u64, Event)]) -> Vec<Seal> {
+    seal_every(log, 4)
 }
 
 fn check(seals: Vec<Seal>, log: &[(u64, Event)]) -> ChainReport {
@@ -57,34 +63,37 @@ fn check(seals: Vec<Seal>, log: &[(u64, Event)]) -> ChainReport {
 }
 
 #[test]
-fn an_untouched_log_matches_its_seals_across_blocks() {
+fn an_untouched_log_matches_its_seals() {
     let log = log(2500);
-    let seals = seal(&log);
+    let seals = seal_every(&log, MAX_SEAL_RUN);
     assert_eq!(seals.len(), 3);
     let report = check(seals, &log);
     assert_eq!(report.findings, vec![]);
     assert_eq!(report.sealed, 2500);
     assert_eq!(report.unsealed_tail, 0);
+    assert_eq!(report.heads.len(), 1);
 }
 
 #[test]
-fn resuming_from_the_newest_seal_continues_the_same_chain() {
-    let log = log(1500);
+fn a_restarted_sealer_and_a_second_sealer_agree_with_the_first() {
+    let log = log(30);
     let whole = seal(&log);
-    // Sealed up to 1100, then the sealer restarts from its newest seal.
-    let first = seal(&log[..1100]);
+    // Sealed up to offset 11, then the sealer restarts from its newest seal.
+    let first = seal(&log[..11]);
     let mut builder = SealBuilder::resume(0, first.last());
-    assert_eq!(builder.next_offset(), Some(1101));
-    let mut seals = first[..first.len() - 1].to_vec();
-    for (offset, event) in &log[1100..] {
-        if let Some(done) = builder.push(*offset, event) {
-            seals.push(done.sign(&KEY, Timestamp::now()));
-        }
+    assert_eq!(builder.next_offset(), Some(12));
+    // The reader may hand it events it already sealed: they are skipped.
+    for (offset, event) in &log[5..] {
+        builder.push(*offset, event);
     }
-    seals.push(builder.sign(&KEY, Timestamp::now()));
-    let chains = |s: &[Seal]| s.iter().map(|s| s.chain).collect::<Vec<_>>();
-    assert_eq!(chains(&seals), chains(&whole));
-    assert_eq!(check(seals, &log).findings, vec![]);
+    let resumed: Vec<Seal> = first
+        .into_iter()
+        .chain(builder.seal(&KEY, Timestamp::now()))
+        .collect();
+    assert_eq!(resumed.last().unwrap().chain, whole.last().unwrap().chain);
+    // Both sets of seals at once (two sealers on one log) check out too.
+    let both: Vec<Seal> = resumed.into_iter().chain(whole).collect();
+    assert_eq!(check(both, &log).findings, vec![]);
 }
 
 #[test]
@@ -154,26 +163,29 @@ fn events_after_the_newest_seal_are_reported_unsealed_not_tampered() {
 
 #[test]
 fn a_forged_seal_a_rewritten_seal_and_a_missing_seal_are_named() {
-    let log = log(3000);
-    let mut seals = seal(&log);
-    // Re-sealing block 1 with another key: the signature fails.
-    seals[1] = SealBuilder::resume(0, Some(&seals[1])).sign(&TestKey("other"), Timestamp::now());
-    let report = check(seals.clone(), &log);
+    let log = log(12);
+    // Seals of offsets 1-4, 5-8, 9-12.
+    let mut forged = seal(&log);
+    // The middle seal signed again by another key: the signature fails.
+    forged[1].signature = TestKey("other").sign(&forged[1].signed_bytes());
+    let report = check(forged, &log);
     assert!(report.findings.contains(&ChainFinding::BadSignature {
         partition: 0,
-        block: 1
+        first: 5,
+        last: 8
     }));
 
-    // Removing block 1's seal altogether leaves a gap.
+    // The middle seal removed altogether leaves a gap.
     let mut gap = seal(&log);
     gap.remove(1);
     let report = check(gap, &log);
     assert!(report.findings.contains(&ChainFinding::MissingSeal {
         partition: 0,
-        block: 1
+        first: 5,
+        last: 8
     }));
 
-    // A seal whose entries were changed and re-signed by the right key but whose chain
+    // A seal whose entry was changed and re-signed by the right key, but whose chain
     // was not recomputed.
     let mut broken = seal(&log);
     broken[0].entries[0].hash = Hash::of(b"something else");
@@ -181,7 +193,18 @@ fn a_forged_seal_a_rewritten_seal_and_a_missing_seal_are_named() {
     let report = check(broken, &log);
     assert!(report.findings.contains(&ChainFinding::BrokenChain {
         partition: 0,
-        block: 0
+        first: 1,
+        last: 4
+    }));
+
+    // A first seal that does not start the chain from zero: something came before it.
+    let mut headless = seal(&log);
+    headless.remove(0);
+    let report = check(headless, &log[4..]);
+    assert!(report.findings.contains(&ChainFinding::BrokenChain {
+        partition: 0,
+        first: 5,
+        last: 8
     }));
 }
 

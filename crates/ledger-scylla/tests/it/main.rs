@@ -395,7 +395,7 @@ fn futures_are_send(store: &ScyllaStore, batch: &Projection, events: &[Event]) {
 }
 
 #[tokio::test]
-async fn seals_are_replaced_per_block_and_the_newest_is_found_per_partition() {
+async fn seals_are_kept_per_run_and_the_newest_is_found_per_partition() {
     use ledger_core::seal::{SealBuilder, SealSigner};
 
     #[derive(Debug)]
@@ -410,36 +410,29 @@ async fn seals_are_replaced_per_block_and_the_newest_is_found_per_partition() {
     }
 
     let t = TestStore::spawn().await;
-    let events: Vec<_> = (0..3)
+    let events: Vec<_> = (0..4)
         .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
         .collect();
     let mut p0 = SealBuilder::resume(0, None);
-    let mut p2 = SealBuilder::resume(2, None);
     p0.push(5, &events[0]);
-    t.store
-        .put(&p0.sign(&Unsigned, Timestamp::now()))
-        .await
-        .unwrap();
-    // The open block grows and is sealed again: the row is replaced.
+    let first = p0.seal(&Unsigned, Timestamp::now()).unwrap();
+    t.store.put(&first).await.unwrap();
+    // Written again (a sealer retrying): still one row.
+    t.store.put(&first).await.unwrap();
     p0.push(6, &events[1]);
-    let grown = p0.sign(&Unsigned, Timestamp::now());
-    t.store.put(&grown).await.unwrap();
-    // A later block of partition 0, and a block of partition 2.
-    let finished = p0.push(2000, &events[2]).unwrap();
-    assert_eq!(
-        finished.sign(&Unsigned, Timestamp::now()).entries,
-        grown.entries
-    );
-    let later = p0.sign(&Unsigned, Timestamp::now());
-    t.store.put(&later).await.unwrap();
-    p2.push(1, &events[2]);
-    let other = p2.sign(&Unsigned, Timestamp::now());
+    p0.push(7, &events[2]);
+    let second = p0.seal(&Unsigned, Timestamp::now()).unwrap();
+    assert_eq!(second.prev_chain, first.chain);
+    t.store.put(&second).await.unwrap();
+    let mut p2 = SealBuilder::resume(2, None);
+    p2.push(1, &events[3]);
+    let other = p2.seal(&Unsigned, Timestamp::now()).unwrap();
     t.store.put(&other).await.unwrap();
 
     assert_eq!(
         t.store.seals().await.unwrap(),
-        vec![grown, later.clone(), other.clone()]
+        vec![first, second.clone(), other.clone()]
     );
-    assert_eq!(t.store.newest().await.unwrap(), vec![later, other]);
+    assert_eq!(t.store.newest().await.unwrap(), vec![second, other]);
     t.drop_keyspace().await;
 }
