@@ -27,6 +27,8 @@ pub struct LogFigures {
     pub replay: Duration,
     /// The same with the log split among `readers` threads, merged at the end.
     pub replay_parallel: Duration,
+    /// `session-ledger replay` itself (`audit::replay`: one reader reading ahead).
+    pub replay_tool: Duration,
     pub readers: usize,
     /// The fold alone.
     pub fold: Duration,
@@ -130,6 +132,26 @@ pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Resu
     let parallel = replay_parallel(&log, last, readers)?;
     let replay_parallel = started.elapsed();
 
+    progress(&format!(
+        "replaying {written} events with session-ledger replay's own code"
+    ));
+    let data_dir = dir.path().display().to_string();
+    let settings = session_ledger::Settings::from_lookup(|k| {
+        (k == "LEDGER_DATA_DIR").then(|| data_dir.clone())
+    })?;
+    let tool = session_ledger::audit::replay(
+        &settings,
+        session_ledger::audit::Range::default(),
+        None,
+        None,
+    )
+    .await?;
+    anyhow::ensure!(
+        tool.events == written as u64,
+        "replayed {} of {written} events",
+        tool.events
+    );
+
     let stored = log.snapshot().await?.digest();
     Ok(LogFigures {
         events: written,
@@ -137,9 +159,12 @@ pub async fn projector_and_replay(target: usize, readers: usize) -> anyhow::Resu
         projector: projector_time,
         replay,
         replay_parallel,
+        replay_tool: tool.elapsed,
         readers,
         fold,
-        digests_match: stored == single.digest() && stored == parallel.digest(),
+        digests_match: stored == single.digest()
+            && stored == parallel.digest()
+            && stored == tool.projection.digest(),
     })
 }
 

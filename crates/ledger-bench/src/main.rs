@@ -464,7 +464,11 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             if figures.digests_match { "yes" } else { "NO" }
         ),
         format!(
-            "{} with the log split among {} reader threads and merged; {} with one reader (of which the fold alone: {})",
+            "{} with `session-ledger replay`'s code; {} with the log split among {} reader threads and merged; {} with a bare one-reader loop (of which the fold alone: {})",
+            rate(
+                figures.events as f64 / figures.replay_tool.as_secs_f64(),
+                "events"
+            ),
             rate(
                 figures.events as f64 / figures.replay_parallel.as_secs_f64(),
                 "events"
