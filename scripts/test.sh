@@ -18,7 +18,10 @@ stop_services() {
 trap stop_services EXIT
 if ! scripts/services.sh status >/dev/null 2>&1; then
   started=1
-  scripts/services.sh up
+  # Fresh: every test run leaves topics and keyspaces behind, and hundreds of them
+  # slow Cassandra and Kafka down run after run. Services already up are used as
+  # they are.
+  scripts/services.sh up --fresh
 fi
 
 export LEDGER_KAFKA_BROKERS="${LEDGER_KAFKA_BROKERS:-127.0.0.1:9092}"
