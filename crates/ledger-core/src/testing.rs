@@ -8,6 +8,33 @@ use crate::{
     decide,
 };
 
+/// The instant the rule tests count from (2023-11-14T22:13:20Z), in microseconds.
+const T0: i64 = 1_700_000_000_000_000;
+
+/// `secs` seconds after the rule tests' fixed start.
+pub fn at(secs: u64) -> Timestamp {
+    Timestamp::from_unix_micros(T0).saturating_add(std::time::Duration::from_secs(secs))
+}
+
+/// `secs` seconds before the rule tests' fixed start.
+pub fn before(secs: u64) -> Timestamp {
+    Timestamp::from_unix_micros(T0).saturating_sub(std::time::Duration::from_secs(secs))
+}
+
+/// The short policy the rule tests use: access tokens 60 s, refresh idle 1 h, session
+/// deadline 4 h, grace 10 s, leeway and margin 5 s.
+pub fn short_policy() -> Policy {
+    use std::time::Duration;
+    Policy {
+        access_ttl: Duration::from_secs(60),
+        refresh_idle_ttl: Duration::from_secs(3600),
+        session_max_ttl: Duration::from_secs(4 * 3600),
+        refresh_grace: Duration::from_secs(10),
+        clock_leeway: Duration::from_secs(5),
+        skew_margin: Duration::from_secs(5),
+    }
+}
+
 fn ctx(now: Timestamp, policy: &Policy) -> DecideContext<'_> {
     DecideContext {
         now,

@@ -5,15 +5,11 @@
 use std::time::Duration;
 
 use super::*;
+use crate::testing::at;
 use crate::{Command, DecideContext, Projection, decide};
 
-const T0: i64 = 1_700_000_000_000_000;
 const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
-
-fn at(secs: u64) -> Timestamp {
-    Timestamp::from_unix_micros(T0).saturating_add(Duration::from_secs(secs))
-}
 
 fn policy(grace: u64, idle: u64, max: u64) -> Policy {
     Policy {

@@ -5,28 +5,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::testing::{at, before, short_policy as policy};
 use crate::{Projection, Subject, decide_subject_revoke};
-
-const T0: i64 = 1_700_000_000_000_000;
-
-fn at(secs: u64) -> Timestamp {
-    Timestamp::from_unix_micros(T0).saturating_add(Duration::from_secs(secs))
-}
-
-fn before(secs: u64) -> Timestamp {
-    Timestamp::from_unix_micros(T0).saturating_sub(Duration::from_secs(secs))
-}
-
-fn policy() -> Policy {
-    Policy {
-        access_ttl: Duration::from_secs(60),
-        refresh_idle_ttl: Duration::from_secs(3600),
-        session_max_ttl: Duration::from_secs(4 * 3600),
-        refresh_grace: Duration::from_secs(10),
-        clock_leeway: Duration::from_secs(5),
-        skew_margin: Duration::from_secs(5),
-    }
-}
 
 /// A family's history, built by [`decide`] as the API builds it, plus the subject-wide
 /// revocations of the log.
