@@ -132,7 +132,7 @@ impl std::fmt::Debug for VerificationKeys {
 }
 
 impl VerificationKeys {
-    fn from_public(keys: impl Iterator<Item = (String, [u8; 32])>) -> Self {
+    pub(crate) fn from_public(keys: impl Iterator<Item = (String, [u8; 32])>) -> Self {
         let keys = keys
             .map(|(kid, public)| {
                 let decoding = DecodingKey::from_ed_der(&public);
@@ -169,6 +169,11 @@ impl VerificationKeys {
 
     pub(crate) fn get(&self, kid: &str) -> Option<&DecodingKey> {
         self.keys.get(kid).map(|(_, k)| k)
+    }
+
+    /// The raw Ed25519 public key named `kid`.
+    pub(crate) fn public(&self, kid: &str) -> Option<&[u8; 32]> {
+        self.keys.get(kid).map(|(public, _)| public)
     }
 
     pub fn kids(&self) -> impl Iterator<Item = &str> {

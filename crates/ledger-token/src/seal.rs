@@ -5,12 +5,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use ledger_core::seal::{SealSigner, SealVerifier};
 use rand::rngs::OsRng;
 
-use crate::KeyDir;
 use crate::keys::{KeyError, invalid, read, thumbprint};
+use crate::{KeyDir, VerificationKeys};
 
 /// Seal keys, oldest first; the newest signs, all of them verify.
 #[derive(Clone)]
@@ -35,6 +35,16 @@ impl SealKeys {
         }
     }
 
+    /// The public halves as a JWK Set: what auditors need to check seals, and
+    /// nothing that could sign one.
+    pub fn public_keys(&self) -> VerificationKeys {
+        VerificationKeys::from_public(
+            self.entries
+                .iter()
+                .map(|(kid, key)| (kid.clone(), key.verifying_key().to_bytes())),
+        )
+    }
+
     fn newest(&self) -> &(String, SigningKey) {
         self.entries
             .last()
@@ -54,20 +64,30 @@ impl SealSigner for SealKeys {
 
 impl SealVerifier for SealKeys {
     fn verify(&self, kid: &str, bytes: &[u8], signature: &str) -> bool {
-        let Some((_, key)) = self.entries.iter().find(|(k, _)| k == kid) else {
-            return false;
-        };
-        let Some(signature) = B64
-            .decode(signature)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        else {
-            return false;
-        };
-        key.verifying_key()
-            .verify(bytes, &Signature::from_bytes(&signature))
-            .is_ok()
+        self.entries
+            .iter()
+            .find(|(k, _)| k == kid)
+            .is_some_and(|(_, key)| verify(&key.verifying_key(), bytes, signature))
     }
+}
+
+/// Auditors check seals with the public keys alone (`keys export-seal-jwks`).
+impl SealVerifier for VerificationKeys {
+    fn verify(&self, kid: &str, bytes: &[u8], signature: &str) -> bool {
+        self.public(kid)
+            .and_then(|public| VerifyingKey::from_bytes(public).ok())
+            .is_some_and(|key| verify(&key, bytes, signature))
+    }
+}
+
+fn verify(key: &VerifyingKey, bytes: &[u8], signature: &str) -> bool {
+    B64.decode(signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .is_some_and(|signature| {
+            key.verify(bytes, &Signature::from_bytes(&signature))
+                .is_ok()
+        })
 }
 
 impl KeyDir {
@@ -123,5 +143,11 @@ mod tests {
         assert!(!rotated.verify(first.kid(), b"block 1", &signature));
         assert!(!SealKeys::generate().verify(first.kid(), b"block 0", &signature));
         assert!(!rotated.verify(first.kid(), b"block 0", "not base64!"));
+
+        // The public keys alone, through their JWK Set, verify the same way.
+        let public = VerificationKeys::from_jwks(&rotated.public_keys().jwks()).unwrap();
+        assert!(public.verify(first.kid(), b"block 0", &signature));
+        assert!(!public.verify(first.kid(), b"block 1", &signature));
+        assert!(!public.verify("unknown", b"block 0", &signature));
     }
 }

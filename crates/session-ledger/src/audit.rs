@@ -9,7 +9,7 @@ use anyhow::Context;
 use ledger_core::ports::{LogRecord, Position, StartFrom};
 use ledger_core::seal::{ChainCheck, ChainReport};
 use ledger_core::{Event, FamilyStatus, Projection, SessionId, Timestamp};
-use ledger_token::KeyDir;
+use ledger_token::{KeyDir, VerificationKeys};
 
 use crate::run::Ports;
 use crate::scan::{Flow, scan};
@@ -167,11 +167,24 @@ async fn write_into(
 }
 
 /// The seals and the keys to check them, ready to walk the log.
-async fn chain_check(settings: &Settings) -> anyhow::Result<ChainCheck> {
-    let keys = KeyDir::new(settings.data_dir.join("keys"));
-    let verifier = keys
-        .seal_keys()
-        .with_context(|| "the seal keys are needed to check the chain")?;
+///
+/// The public keys come from `seal_jwks` (a JWK Set from `keys export-seal-jwks`),
+/// else from the key directory's `seal/`.
+async fn chain_check(settings: &Settings, seal_jwks: Option<&Path>) -> anyhow::Result<ChainCheck> {
+    let verifier = match seal_jwks {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("--seal-jwks: reading {}", path.display()))?;
+            let jwks = serde_json::from_slice(&text)
+                .with_context(|| format!("--seal-jwks: {} is not JSON", path.display()))?;
+            VerificationKeys::from_jwks(&jwks)
+                .with_context(|| format!("--seal-jwks: {}", path.display()))?
+        }
+        None => KeyDir::new(settings.data_dir.join("keys"))
+            .seal_keys()
+            .context("the seal keys are needed to check the chain (or pass --seal-jwks)")?
+            .public_keys(),
+    };
     let ports = Ports::open(settings).await?;
     let seals = ports.seals.seals().await.context("reading the seals")?;
     Ok(ChainCheck::new(seals, &verifier))
@@ -312,6 +325,8 @@ pub struct ReplayOptions {
     pub verify: bool,
     /// Check the log against its seals.
     pub verify_chain: bool,
+    /// The seal keys' public JWK Set for `verify_chain` (default: the key directory).
+    pub seal_jwks: Option<PathBuf>,
     /// How long `verify` waits for the projector to catch up.
     pub wait: Duration,
     /// Write the replayed events here as NDJSON (`-`: standard output).
@@ -327,7 +342,7 @@ pub struct ReplayOptions {
 pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::Result<bool> {
     // The seals are read before the log: everything they list is already in it.
     let mut chain = if options.verify_chain {
-        Some(chain_check(settings).await?)
+        Some(chain_check(settings, options.seal_jwks.as_deref()).await?)
     } else {
         None
     };

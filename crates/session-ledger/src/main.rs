@@ -50,6 +50,10 @@ enum Command {
         /// dropped or inserted event.
         #[arg(long, conflicts_with_all = ["from", "to"])]
         verify_chain: bool,
+        /// The seal keys' public JWK Set (`keys export-seal-jwks`) for
+        /// `--verify-chain`; default: the key directory's `seal/`.
+        #[arg(long, value_name = "FILE", requires = "verify_chain")]
+        seal_jwks: Option<std::path::PathBuf>,
         /// How long `--verify` waits for the projector to catch up.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
@@ -117,10 +121,6 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-#[allow(
-    clippy::enum_variant_names,
-    reason = "the variants name the public subcommands: keys rotate-signing, …"
-)]
 enum KeysCommand {
     /// Adds a new access-token signing key; the previous one stays published in the
     /// JWKS so tokens it signed stay valid. Restart the services to use it.
@@ -130,6 +130,9 @@ enum KeysCommand {
     /// Adds a new seal key (signs the log's seals from the projector's next start);
     /// seals under older keys still verify.
     RotateSeal,
+    /// Prints the seal keys' public JWK Set: what auditors need for
+    /// `replay --verify-chain --seal-jwks`, and nothing that could sign a seal.
+    ExportSealJwks,
 }
 
 fn config_help() -> String {
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
             to,
             verify,
             verify_chain,
+            seal_jwks,
             wait,
             export,
             into,
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
                 range: Range { from, to },
                 verify,
                 verify_chain,
+                seal_jwks,
                 wait,
                 export,
                 into,
@@ -341,6 +346,18 @@ fn keys(settings: &Settings, command: KeysCommand) -> ExitCode {
         KeysCommand::RotateSigning => dir.load_or_create().and_then(|_| dir.add_signing_key()),
         KeysCommand::RotateRefresh => dir.load_or_create().and_then(|_| dir.add_refresh_key()),
         KeysCommand::RotateSeal => dir.add_seal_key(),
+        KeysCommand::ExportSealJwks => {
+            return match dir.seal_keys() {
+                Ok(keys) => {
+                    println!("{:#}", keys.public_keys().jwks());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("session-ledger: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match added {
         Ok(kid) => {

@@ -126,3 +126,42 @@ async fn an_inserted_event_is_named() {
     );
     assert!(out.contains("TAMPERED: 1 finding\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_check_the_chain_with_the_public_keys_alone() {
+    let data = sealed_log().await;
+    let (code, jwks) = run_tool(&test_env(data.path()), &["keys", "export-seal-jwks"]);
+    assert_eq!(code, 0, "{jwks}");
+    assert!(
+        !jwks.contains("\"d\""),
+        "a private key was exported: {jwks}"
+    );
+    // The auditor's copy: the database and the public keys, no key directory.
+    let audit = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(data.path()).unwrap() {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, audit.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let public = audit.path().join("seal.jwks");
+    std::fs::write(&public, &jwks).unwrap();
+    let env = test_env(audit.path());
+    let public = public.to_str().unwrap();
+    let (code, out) = run_tool(&env, &["replay", "--verify-chain", "--seal-jwks", public]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("chain:         intact"), "{out}");
+    // Without the public keys there is nothing to check against: an error, not a pass.
+    let (code, _) = run_tool(&env, &["replay", "--verify-chain"]);
+    assert_eq!(code, 2);
+
+    // Someone else's seal key: every seal fails its signature.
+    let other = tempfile::tempdir().unwrap();
+    let (code, _) = run_tool(&test_env(other.path()), &["keys", "rotate-seal"]);
+    assert_eq!(code, 0);
+    let (_, wrong) = run_tool(&test_env(other.path()), &["keys", "export-seal-jwks"]);
+    std::fs::write(audit.path().join("seal.jwks"), wrong).unwrap();
+    let (code, out) = run_tool(&env, &["replay", "--verify-chain", "--seal-jwks", public]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BAD SIGNATURE"), "{out}");
+}
