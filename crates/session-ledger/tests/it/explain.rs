@@ -1,38 +1,28 @@
 //! `session-ledger explain` on the real binary, over a log the real service wrote.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ledger_core::Timestamp;
 
-use crate::helpers::{Process, app_at, str_field, test_env};
+use crate::helpers::{Process, app_at, run_tool, str_field, test_env};
 
 const GRACE: &str = "200ms";
 
 /// Runs the tool with the service's configuration; exit code and stdout.
 fn explain(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_session-ledger"))
-        .arg("explain")
-        .args(args)
-        .envs(test_env(dir))
-        .env("LEDGER_REFRESH_GRACE", GRACE)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let mut env = test_env(dir);
+    env.insert("LEDGER_REFRESH_GRACE".into(), GRACE.into());
+    run_tool(&env, &[&["explain"], args].concat())
 }
 
 /// When each event of the session occurred, from `history`.
 fn event_times(dir: &std::path::Path, session: &str) -> Vec<Timestamp> {
-    let out = Command::new(env!("CARGO_BIN_EXE_session-ledger"))
-        .args(["history", "--session", session, "--format", "json"])
-        .envs(test_env(dir))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let events: Vec<ledger_core::Event> = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, out) = run_tool(
+        &test_env(dir),
+        &["history", "--session", session, "--format", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let events: Vec<ledger_core::Event> = serde_json::from_str(&out).unwrap();
     events.iter().map(|e| e.occurred_at).collect()
 }
 

@@ -277,3 +277,38 @@ pub async fn the_log_is_sealed_and_its_chain_checks_out(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// The auditors' tools read the log of either backend with the services' own
+/// configuration: on Kafka the history comes from the CQL copy, the rest from the topic.
+pub async fn auditors_tools_read_the_same_log(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = crate::helpers::backend_env(backend, dir.path());
+    let app = crate::helpers::spawn_app_with(dir, &env).await;
+    let login = app.login("auditee").await;
+    let refreshed = app.refresh_ok(str_field(&login, "refresh_token")).await;
+    app.revoke(str_field(&refreshed, "refresh_token")).await;
+    let id = str_field(&login, "session_id").to_owned();
+    app.await_history(&id, 3).await;
+    let tool = |args: Vec<String>| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::helpers::run_tool(&env, &args)
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let (code, out) = tool(args(&["history", "--session", &id])).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("revoked (logout)"), "{out}");
+
+    let access = str_field(&refreshed, "access_token");
+    let (code, out) = tool(args(&["explain", "--token", access])).await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("not acceptable at "), "{out}");
+    assert!(out.contains("family revoked at"), "{out}");
+
+    let (code, out) = tool(args(&["backtest", "--grace", "1s"])).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("events:     3"), "{out}");
+}

@@ -34,6 +34,7 @@ macro_rules! contract_suite {
             jwks_publishes_the_signing_key,
             trace_context_reaches_the_log,
             the_log_is_sealed_and_its_chain_checks_out,
+            auditors_tools_read_the_same_log,
         );
     };
 }
