@@ -76,10 +76,27 @@ impl Range {
 pub async fn replay(
     settings: &Settings,
     range: Range,
+    chain: Option<&mut ChainCheck>,
+    export: Option<&mut dyn Write>,
+) -> anyhow::Result<ReplayReport> {
+    fold_log(
+        &Ports::open(settings).await?,
+        settings,
+        range,
+        chain,
+        export,
+    )
+    .await
+}
+
+/// [`replay`] on ports already open.
+async fn fold_log(
+    ports: &Ports,
+    settings: &Settings,
+    range: Range,
     mut chain: Option<&mut ChainCheck>,
     mut export: Option<&mut dyn Write>,
 ) -> anyhow::Result<ReplayReport> {
-    let ports = Ports::open(settings).await?;
     let start = match range.from {
         Some(Bound::Offset(offset)) => {
             let partitions = match &settings.backend {
@@ -100,7 +117,7 @@ pub async fn replay(
     let mut events = 0u64;
     // The chain check needs every record; a replay range only its own.
     let stop_early = chain.is_none();
-    let scanned = scan(&ports, start, "replay", |record| {
+    let scanned = scan(ports, start, "replay", |record| {
         if let Some(chain) = chain.as_deref_mut() {
             chain.observe(
                 record.position.partition,
@@ -170,7 +187,11 @@ async fn write_into(
 ///
 /// The public keys come from `seal_jwks` (a JWK Set from `keys export-seal-jwks`),
 /// else from the key directory's `seal/`.
-async fn chain_check(settings: &Settings, seal_jwks: Option<&Path>) -> anyhow::Result<ChainCheck> {
+async fn chain_check(
+    ports: &Ports,
+    settings: &Settings,
+    seal_jwks: Option<&Path>,
+) -> anyhow::Result<ChainCheck> {
     let verifier = match seal_jwks {
         Some(path) => {
             let text = std::fs::read(path)
@@ -185,7 +206,6 @@ async fn chain_check(settings: &Settings, seal_jwks: Option<&Path>) -> anyhow::R
             .context("the seal keys are needed to check the chain (or pass --seal-jwks)")?
             .public_keys(),
     };
-    let ports = Ports::open(settings).await?;
     let seals = ports.seals.seals().await.context("reading the seals")?;
     Ok(ChainCheck::new(seals, &verifier))
 }
@@ -340,9 +360,10 @@ pub struct ReplayOptions {
 /// the live projection and fails naming the first difference (I5); with
 /// `verify_chain`, checks the seals. False when a check found something.
 pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::Result<bool> {
+    let ports = Ports::open(settings).await?;
     // The seals are read before the log: everything they list is already in it.
     let mut chain = if options.verify_chain {
-        Some(chain_check(settings, options.seal_jwks.as_deref()).await?)
+        Some(chain_check(&ports, settings, options.seal_jwks.as_deref()).await?)
     } else {
         None
     };
@@ -355,7 +376,8 @@ pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::
                 .with_context(|| format!("--export: cannot create {}", path.display()))?,
         ))),
     };
-    let mut report = replay(
+    let mut report = fold_log(
+        &ports,
         settings,
         options.range,
         chain.as_mut(),
@@ -415,7 +437,6 @@ pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::
     if !options.verify {
         return Ok(intact);
     }
-    let ports = Ports::open(settings).await?;
     // The live projection is comparable once the projector has committed everything
     // the replay read (it writes before it commits, so then it holds all of it).
     if let Some(behind) = await_projector(&ports, settings, &report.end, options.wait).await? {
