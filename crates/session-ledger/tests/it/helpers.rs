@@ -43,6 +43,30 @@ pub fn run_tool(env: &HashMap<String, String>, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Waits (bounded) until `replay --verify-chain` finds the log's `events` events all
+/// sealed and the chain intact (the sealer seals what it read every second).
+pub async fn await_sealed(env: &HashMap<String, String>, events: u64) {
+    let sealed = format!("{events} events sealed, 0 after the newest seal");
+    let start = std::time::Instant::now();
+    loop {
+        let env = env.clone();
+        let (code, out) =
+            tokio::task::spawn_blocking(move || run_tool(&env, &["replay", "--verify-chain"]))
+                .await
+                .unwrap();
+        assert_eq!(code, 0, "{out}");
+        if out.contains(&sealed) {
+            assert!(out.contains("chain:         intact"), "{out}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the log was never fully sealed: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -255,27 +255,7 @@ pub async fn the_log_is_sealed_and_its_chain_checks_out(backend: Backend) {
         let refreshed = app.refresh_ok(str_field(&login, "refresh_token")).await;
         app.revoke(str_field(&refreshed, "refresh_token")).await;
     }
-    // The sealer re-seals the open block every second: soon every event is sealed.
-    let start = std::time::Instant::now();
-    loop {
-        let env = env.clone();
-        let (code, out) = tokio::task::spawn_blocking(move || {
-            crate::helpers::run_tool(&env, &["replay", "--verify-chain"])
-        })
-        .await
-        .unwrap();
-        assert!(code == 0 || code == 1, "{out}");
-        assert!(!out.contains("TAMPERED"), "{out}");
-        if out.contains("6 events sealed, 0 after the newest seal") {
-            assert!(out.contains("chain:         intact"), "{out}");
-            return;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "the log was never fully sealed: {out}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    crate::helpers::await_sealed(&env, 6).await;
 }
 
 /// The auditors' tools read the log of either backend with the services' own

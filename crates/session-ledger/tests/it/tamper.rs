@@ -19,19 +19,7 @@ async fn sealed_log() -> tempfile::TempDir {
         let refreshed = app.refresh_ok(str_field(&login, "refresh_token")).await;
         app.revoke(str_field(&refreshed, "refresh_token")).await;
     }
-    let start = std::time::Instant::now();
-    loop {
-        let (code, out) = check(data.path());
-        assert_eq!(code, 0, "{out}");
-        if out.contains("9 events sealed, 0 after the newest seal") {
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "{out}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    crate::helpers::await_sealed(&test_env(data.path()), 9).await;
     // Nothing writes to the database while it is tampered with (WAL keeps it whole).
     process.kill();
     data
