@@ -18,7 +18,7 @@ mod context;
 mod reader;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -501,6 +501,10 @@ impl LogSource for KafkaLog {
 
 /// The group's committed next offsets for `partitions` (blocking); partitions without
 /// a commit are left out.
+///
+/// While the group's coordinator moves or loads (a fresh cluster creating its offsets
+/// topic, a broker failing over), the broker answers "not coordinator" or "loading":
+/// asked again until `timeout`, as librdkafka does not.
 fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
@@ -511,9 +515,25 @@ fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     for &p in partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(|e| unavailable("committed offsets", e))?;
+    let deadline = Instant::now() + timeout;
+    let committed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(tpl.clone(), left) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                    )
+                ) && !left.is_zero() =>
+            {
+                std::thread::sleep(Duration::from_millis(100).min(left));
+            }
+            result => break result.map_err(|e| unavailable("committed offsets", e))?,
+        }
+    };
     let mut positions: Vec<Position> = committed
         .elements_for_topic(topic)
         .iter()
