@@ -6,6 +6,7 @@
 #   Apache Cassandra 5.0 (one node; ScyllaDB in prod)     CQL        127.0.0.1:9042
 #                                                         (internode 127.0.0.1:7000,
 #                                                          JMX       127.0.0.1:7199)
+#   (default ports; see the knobs below)
 #
 # Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka
 #
@@ -41,6 +42,15 @@
 #                                   archive per service (faster JVM start-up)
 #   LEDGER_SERVICES_START_TIMEOUT   seconds to wait for each service, default 240
 #   LEDGER_SERVICES_STOP_TIMEOUT    seconds between SIGTERM and SIGKILL, default 45
+#   LEDGER_KAFKA_PORT               default 9092 (the controller listens on port + 1)
+#   LEDGER_CQL_PORT                 default 9042
+#   LEDGER_CASSANDRA_STORAGE_PORT   default 7000 (internode)
+#   LEDGER_CASSANDRA_JMX_PORT       default 7199
+#   LEDGER_SERVICES_JARS            where the fetched jars and the Maven repository
+#                                   live, default $LEDGER_SERVICES_HOME
+#   With another LEDGER_SERVICES_HOME and other ports (and LEDGER_SERVICES_JARS
+#   pointing at the default home, so nothing is fetched twice), a second, private
+#   set of services runs beside the default one.
 #
 # Runs fine as root (CI does): Cassandra's refusal to run as root lives in its
 # bin/cassandra launcher (bypassed there with -R); this script starts the JVM
@@ -62,20 +72,26 @@ read -r -a CASS_EXTRA_OPTS <<<"${LEDGER_CASSANDRA_JVM_OPTS:-}"
 START_TIMEOUT="${LEDGER_SERVICES_START_TIMEOUT:-240}"
 USE_CDS="${LEDGER_SERVICES_CDS:-1}"
 STOP_TIMEOUT="${LEDGER_SERVICES_STOP_TIMEOUT:-45}"
+KAFKA_PORT="${LEDGER_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+CQL_PORT="${LEDGER_CQL_PORT:-9042}"
+CASS_STORAGE_PORT="${LEDGER_CASSANDRA_STORAGE_PORT:-7000}"
+CASS_JMX_PORT="${LEDGER_CASSANDRA_JMX_PORT:-7199}"
 
-M2_REPO="$SERVICES_HOME/m2"
+JARS_HOME="${LEDGER_SERVICES_JARS:-$SERVICES_HOME}"
+M2_REPO="$JARS_HOME/m2"
 
 KAFKA_DIR="$SERVICES_HOME/kafka"
-KAFKA_LIB="$KAFKA_DIR/lib"
+KAFKA_LIB="$JARS_HOME/kafka/lib"
 KAFKA_CONF="$KAFKA_DIR/config"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_PID="$KAFKA_DIR/kafka.pid"
 KAFKA_MAIN="kafka.Kafka"
-KAFKA_BOOTSTRAP="127.0.0.1:9092"
+KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 
 CASS_DIR="$SERVICES_HOME/cassandra"
-CASS_LIB="$CASS_DIR/lib"
+CASS_LIB="$JARS_HOME/cassandra/lib"
 CASS_CONF="$CASS_DIR/conf"
 CASS_DATA="$CASS_DIR/data"
 CASS_LOGS="$CASS_DIR/logs"
@@ -210,7 +226,8 @@ fetch() {
 kafka_configure() {
   mkdir -p "$KAFKA_CONF" "$KAFKA_DATA" "$KAFKA_LOGS"
   render "$TEMPLATES/kafka-server.properties" "$KAFKA_CONF/server.properties" \
-    "KAFKA_DATA_DIR=$KAFKA_DATA" "KAFKA_AUTO_CREATE_TOPICS=$KAFKA_AUTO_CREATE_TOPICS"
+    "KAFKA_DATA_DIR=$KAFKA_DATA" "KAFKA_AUTO_CREATE_TOPICS=$KAFKA_AUTO_CREATE_TOPICS" \
+    "KAFKA_PORT=$KAFKA_PORT" "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT"
   render "$TEMPLATES/kafka-log4j2.xml" "$KAFKA_CONF/log4j2.xml" "KAFKA_LOG_DIR=$KAFKA_LOGS"
   # Admin tools log only warnings, to stderr.
   cat >"$KAFKA_CONF/tools-log4j2.xml" <<'EOF'
@@ -267,7 +284,7 @@ kafka_start() {
     </dev/null >>"$KAFKA_LOGS/stdout.log" 2>&1 &
 }
 
-# Ready = port 9092 accepts TCP and a metadata request (topic list) succeeds.
+# Ready = the Kafka port accepts TCP and a metadata request (topic list) succeeds.
 kafka_wait() {
   local deadline=$(($(now) + START_TIMEOUT))
   while :; do
@@ -278,7 +295,7 @@ kafka_wait() {
         die "Kafka exited during start-up (logs: $KAFKA_LOGS); '$0 down' stops whatever did start"
       fi
     fi
-    if tcp_open 9092 &&
+    if tcp_open "$KAFKA_PORT" &&
       kafka_tool org.apache.kafka.tools.TopicCommand \
         --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>"$KAFKA_LOGS/ready-check.log"; then
       return 0
@@ -295,7 +312,8 @@ kafka_wait() {
 
 cass_configure() {
   mkdir -p "$CASS_CONF" "$CASS_DATA" "$CASS_LOGS"
-  render "$TEMPLATES/cassandra.yaml" "$CASS_CONF/cassandra.yaml" "CASSANDRA_DATA_DIR=$CASS_DATA"
+  render "$TEMPLATES/cassandra.yaml" "$CASS_CONF/cassandra.yaml" "CASSANDRA_DATA_DIR=$CASS_DATA" \
+    "CQL_PORT=$CQL_PORT" "CASSANDRA_STORAGE_PORT=$CASS_STORAGE_PORT"
   cp "$TEMPLATES/cassandra-logback.xml" "$CASS_CONF/logback.xml"
   mkdir -p "$CASS_CONF/triggers" # else a WARN every minute: trigger directory missing
 }
@@ -346,7 +364,7 @@ cass_start() {
     -Dio.netty.allocator.maxOrder=11
     # What bin/cassandra and conf/cassandra-env.sh would add.
     -javaagent:"$jamm"
-    -Dcassandra.jmx.local.port=7199
+    -Dcassandra.jmx.local.port="$CASS_JMX_PORT"
     -Dcassandra-foreground=yes
     -Dcassandra.config="file://$CASS_CONF/cassandra.yaml"
     -Dcassandra.storagedir="$CASS_DATA"
@@ -384,20 +402,20 @@ cass_start() {
     </dev/null >>"$CASS_LOGS/stdout.log" 2>&1 &
 }
 
-# cql_ping: speak the CQL native protocol (v4) to 127.0.0.1:9042 with bash alone:
+# cql_ping: speak the CQL native protocol (v4) to 127.0.0.1:$CQL_PORT with bash alone:
 # STARTUP -> expect READY, then QUERY "SELECT release_version FROM system.local"
 # -> expect RESULT. Prints the release version. Needs no cqlsh and no driver.
 # Frame header (9 bytes): version 0x04 (0x84 in replies), flags, stream id (2),
 # opcode (1), body length (4).
 cql_ping() {
   # A child bash so that `timeout` can bound reads from a hung server.
-  timeout 15 bash -c "$(declare -f cql_ping_unbounded); cql_ping_unbounded"
+  CQL_PORT="$CQL_PORT" timeout 15 bash -c "$(declare -f cql_ping_unbounded); cql_ping_unbounded"
 }
 
 cql_ping_unbounded() {
   set -euo pipefail
   local hdr q len
-  exec 3<>/dev/tcp/127.0.0.1/9042
+  exec 3<>"/dev/tcp/127.0.0.1/$CQL_PORT"
   # STARTUP (opcode 0x01), body: string map {"CQL_VERSION": "3.0.0"} = 22 bytes.
   printf '\x04\x00\x00\x01\x01\x00\x00\x00\x16' >&3
   printf '\x00\x01\x00\x0bCQL_VERSION\x00\x053.0.0' >&3
@@ -428,12 +446,12 @@ cass_wait() {
       fi
     fi
     if grep -qs "Starting listening for CQL clients" "$CASS_LOGS/system.log" &&
-      tcp_open 9042 && cql_ping >/dev/null 2>"$CASS_LOGS/ready-check.log"; then
+      tcp_open "$CQL_PORT" && cql_ping >/dev/null 2>"$CASS_LOGS/ready-check.log"; then
       return 0
     fi
     if (($(now) >= deadline)); then
       tail_log "$CASS_LOGS/system.log" "$CASS_LOGS/stdout.log" "$CASS_LOGS/ready-check.log"
-      die "Cassandra did not accept CQL clients on 127.0.0.1:9042 within ${START_TIMEOUT}s (logs: $CASS_LOGS); '$0 down' stops whatever did start"
+      die "Cassandra did not accept CQL clients on 127.0.0.1:$CQL_PORT within ${START_TIMEOUT}s (logs: $CASS_LOGS); '$0 down' stops whatever did start"
     fi
     sleep 1
   done
@@ -481,7 +499,7 @@ cmd_down() {
 
 cmd_status() {
   local rc=0 pid
-  if pid="$(pid_of "$KAFKA_PID" "$KAFKA_MAIN")" && tcp_open 9092; then
+  if pid="$(pid_of "$KAFKA_PID" "$KAFKA_MAIN")" && tcp_open "$KAFKA_PORT"; then
     log "kafka:     up   (pid $pid, $KAFKA_BOOTSTRAP)"
   elif [[ -n "${pid:-}" ]]; then
     log "kafka:     starting (pid $pid, $KAFKA_BOOTSTRAP not accepting yet)"; rc=1
@@ -489,10 +507,10 @@ cmd_status() {
     log "kafka:     down"; rc=1
   fi
   pid=""
-  if pid="$(pid_of "$CASS_PID" "$CASS_MAIN")" && tcp_open 9042; then
-    log "cassandra: up   (pid $pid, 127.0.0.1:9042)"
+  if pid="$(pid_of "$CASS_PID" "$CASS_MAIN")" && tcp_open "$CQL_PORT"; then
+    log "cassandra: up   (pid $pid, 127.0.0.1:$CQL_PORT)"
   elif [[ -n "${pid:-}" ]]; then
-    log "cassandra: starting (pid $pid, 127.0.0.1:9042 not accepting yet)"; rc=1
+    log "cassandra: starting (pid $pid, 127.0.0.1:$CQL_PORT not accepting yet)"; rc=1
   else
     log "cassandra: down"; rc=1
   fi
@@ -517,8 +535,8 @@ cmd_up() {
   local kafka_running=0 cass_running=0
   pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null && kafka_running=1
   pid_of "$CASS_PID" "$CASS_MAIN" >/dev/null && cass_running=1
-  if ((kafka_running && cass_running)) && tcp_open 9092 && tcp_open 9042; then
-    log "already up: kafka $KAFKA_BOOTSTRAP, cassandra 127.0.0.1:9042 (nothing to do)"
+  if ((kafka_running && cass_running)) && tcp_open "$KAFKA_PORT" && tcp_open "$CQL_PORT"; then
+    log "already up: kafka $KAFKA_BOOTSTRAP, cassandra 127.0.0.1:$CQL_PORT (nothing to do)"
     return 0
   fi
 
@@ -534,12 +552,12 @@ cmd_up() {
   # dir, would make our JVM die or, worse, the tests talk to the wrong server).
   local port
   if ((!kafka_running)); then
-    for port in 9092 9093; do
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
       tcp_open "$port" && die "port $port is already in use, but not by our Kafka (no live $KAFKA_PID)"
     done
   fi
   if ((!cass_running)); then
-    for port in 9042 7000 7199; do
+    for port in "$CQL_PORT" "$CASS_STORAGE_PORT" "$CASS_JMX_PORT"; do
       tcp_open "$port" && die "port $port is already in use, but not by our Cassandra (no live $CASS_PID)"
     done
   fi
@@ -561,7 +579,7 @@ cmd_up() {
   kafka_wait
   log "kafka: up on $KAFKA_BOOTSTRAP ($(($(now) - t0))s)"
   cass_wait
-  log "cassandra: up on 127.0.0.1:9042 ($(($(now) - t0))s)"
+  log "cassandra: up on 127.0.0.1:$CQL_PORT ($(($(now) - t0))s)"
 }
 
 main() {
