@@ -19,6 +19,7 @@ mod ids;
 mod policy;
 pub mod ports;
 mod projection;
+pub mod revocation;
 pub mod seal;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -34,4 +35,5 @@ pub use family::{FamilyState, Head, Revocation, SubjectRevocation};
 pub use ids::{EventId, Generation, IdError, SessionId, Subject};
 pub use policy::{Policy, PolicyError};
 pub use projection::{FamilyStatus, Projection, RevocationCheck};
+pub use revocation::{RevocationRecord, revocation_key};
 pub use timestamp::Timestamp;

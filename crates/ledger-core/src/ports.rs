@@ -124,3 +124,42 @@ pub trait SealStore: Send + Sync + std::fmt::Debug {
     /// The newest seal of each partition that has one.
     async fn newest(&self) -> Result<Vec<Seal>, BackendError>;
 }
+
+/// A Shared Signals stream as stored: its id, the receiver that owns it and its
+/// configuration as the SSF crate wrote it (opaque here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredStream {
+    pub stream_id: String,
+    pub receiver: String,
+    pub config: String,
+}
+
+/// A Security Event Token waiting in a stream's queue, in delivery order (`seq`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedSet {
+    pub seq: i64,
+    pub jti: String,
+    pub set: String,
+}
+
+/// Where Shared Signals streams and their undelivered events are kept (the projection
+/// store). A queue is the durable position of its stream: a SET leaves it only when
+/// the receiver acknowledged it (a 2xx to a push, an `ack` in a poll).
+///
+/// **Invariant**: `enqueue` of a `jti` already queued (or already acknowledged) for the
+/// stream changes nothing, so redelivered log events never produce a second SET.
+#[async_trait]
+pub trait SsfStore: Send + Sync + std::fmt::Debug {
+    async fn put_stream(&self, stream: &StoredStream) -> Result<(), BackendError>;
+    async fn stream(&self, stream_id: &str) -> Result<Option<StoredStream>, BackendError>;
+    async fn streams(&self) -> Result<Vec<StoredStream>, BackendError>;
+    /// Deletes the stream and its queue; `false` when there was none.
+    async fn delete_stream(&self, stream_id: &str) -> Result<bool, BackendError>;
+    /// Appends SETs `(jti, set)` to the stream's queue, in order, skipping known jtis.
+    async fn enqueue(&self, stream_id: &str, sets: &[(String, String)])
+    -> Result<(), BackendError>;
+    /// The oldest `max` SETs of the stream's queue.
+    async fn pending(&self, stream_id: &str, max: usize) -> Result<Vec<QueuedSet>, BackendError>;
+    /// Removes acknowledged SETs (unknown jtis are ignored).
+    async fn ack(&self, stream_id: &str, jtis: &[String]) -> Result<(), BackendError>;
+}

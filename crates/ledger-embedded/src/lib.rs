@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger_core::ports::{
     BackendError, EventLog, HistorySource, LogReader, LogRecord, LogSource, Position,
-    ProjectionStore, SealStore, StartFrom,
+    ProjectionStore, QueuedSet, SealStore, SsfStore, StartFrom, StoredStream,
 };
 use ledger_core::seal::Seal;
 use ledger_core::{
@@ -54,6 +54,20 @@ CREATE TABLE IF NOT EXISTS seals (
     body         BLOB NOT NULL,
     PRIMARY KEY (partition, first_offset, last_offset)
 );
+CREATE TABLE IF NOT EXISTS ssf_streams (
+    stream_id TEXT PRIMARY KEY,
+    receiver  TEXT NOT NULL,
+    config    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ssf_queue (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id TEXT NOT NULL,
+    jti       TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    acked     INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (stream_id, jti)
+);
+CREATE INDEX IF NOT EXISTS ssf_queue_pending ON ssf_queue (stream_id, acked, seq);
 ";
 
 /// The embedded log and store. Cheap to clone; all clones share one database.
@@ -636,5 +650,132 @@ impl Embedded {
                 })
             })
             .collect()
+    }
+}
+
+/// Shared Signals streams and their queues. An acknowledged SET keeps its row (body
+/// cleared) so a redelivered log event cannot queue it again; rows go with the stream.
+#[async_trait]
+impl SsfStore for Embedded {
+    async fn put_stream(&self, stream: &StoredStream) -> Result<(), BackendError> {
+        let stream = stream.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO ssf_streams (stream_id, receiver, config) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stream_id) DO UPDATE SET receiver = ?2, config = ?3",
+                params![stream.stream_id, stream.receiver, stream.config],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn stream(&self, stream_id: &str) -> Result<Option<StoredStream>, BackendError> {
+        let id = stream_id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT stream_id, receiver, config FROM ssf_streams WHERE stream_id = ?1",
+                [id],
+                |r| {
+                    Ok(StoredStream {
+                        stream_id: r.get(0)?,
+                        receiver: r.get(1)?,
+                        config: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn streams(&self) -> Result<Vec<StoredStream>, BackendError> {
+        self.read(|c| {
+            let mut q = c.prepare(
+                "SELECT stream_id, receiver, config FROM ssf_streams ORDER BY stream_id",
+            )?;
+            let rows = q.query_map([], |r| {
+                Ok(StoredStream {
+                    stream_id: r.get(0)?,
+                    receiver: r.get(1)?,
+                    config: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn delete_stream(&self, stream_id: &str) -> Result<bool, BackendError> {
+        let id = stream_id.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM ssf_queue WHERE stream_id = ?1", [&id])?;
+            let n = tx.execute("DELETE FROM ssf_streams WHERE stream_id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        stream_id: &str,
+        sets: &[(String, String)],
+    ) -> Result<(), BackendError> {
+        let id = stream_id.to_owned();
+        let sets = sets.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare(
+                    "INSERT INTO ssf_queue (stream_id, jti, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (stream_id, jti) DO NOTHING",
+                )?;
+                for (jti, set) in &sets {
+                    q.execute(params![id, jti, set])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn pending(&self, stream_id: &str, max: usize) -> Result<Vec<QueuedSet>, BackendError> {
+        let id = stream_id.to_owned();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut q = c.prepare(
+                "SELECT seq, jti, body FROM ssf_queue
+                 WHERE stream_id = ?1 AND acked = 0 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![id, max], |r| {
+                Ok(QueuedSet {
+                    seq: r.get(0)?,
+                    jti: r.get(1)?,
+                    set: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn ack(&self, stream_id: &str, jtis: &[String]) -> Result<(), BackendError> {
+        let id = stream_id.to_owned();
+        let jtis = jtis.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare(
+                    "UPDATE ssf_queue SET acked = 1, body = '' WHERE stream_id = ?1 AND jti = ?2",
+                )?;
+                for jti in &jtis {
+                    q.execute(params![id, jti])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
     }
 }

@@ -16,6 +16,7 @@
 
 mod context;
 mod reader;
+pub mod revocations;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::context::LogContext;
 
 pub use reader::KafkaReader;
+pub use revocations::{RevocationPublisher, RevocationTopic};
 
 /// How to reach the cluster and which topic holds the log.
 #[derive(Clone, Debug, PartialEq, Eq)]

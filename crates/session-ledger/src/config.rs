@@ -49,6 +49,8 @@ pub struct Settings {
     pub abort_after_append: bool,
     /// Whether the projector role also seals the log (tamper evidence).
     pub sealer: bool,
+    /// Receivers of the Shared Signals transmitter; it is off when none is given.
+    pub ssf_receivers: Option<ledger_ssf::http::ReceiverCredentials>,
 }
 
 /// Which log and store the roles use.
@@ -70,6 +72,8 @@ pub struct KafkaSettings {
     pub scylla_nodes: Vec<String>,
     pub keyspace: String,
     pub replication: String,
+    /// The compacted public revocation topic.
+    pub revocations_topic: String,
 }
 
 /// Every variable, with its default, for `--help` and the README.
@@ -156,6 +160,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the session-events topic",
     ),
     (
+        "LEDGER_KAFKA_REVOCATIONS_TOPIC",
+        "session-revocations",
+        "the compacted public revocation topic (default <topic>-revocations for another LEDGER_KAFKA_TOPIC)",
+    ),
+    (
         "LEDGER_KAFKA_PARTITIONS",
         "12",
         "partitions when the topic is created",
@@ -199,6 +208,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "LEDGER_SEALER",
         "on",
         "the projector role seals the log with keys/seal (on|off)",
+    ),
+    (
+        "LEDGER_SSF_RECEIVER_TOKENS",
+        "(off)",
+        "SSF receivers as name=token,... (turns the SSF transmitter on)",
     ),
 ];
 
@@ -292,6 +306,13 @@ impl Settings {
                     v
                 },
                 replication: text("LEDGER_SCYLLA_REPLICATION")?,
+                revocations_topic: match get("LEDGER_KAFKA_REVOCATIONS_TOPIC") {
+                    Some(t) if !t.trim().is_empty() => t,
+                    _ => match text("LEDGER_KAFKA_TOPIC")?.as_str() {
+                        "session-events" => "session-revocations".to_owned(),
+                        other => format!("{other}-revocations"),
+                    },
+                },
             }),
             other => {
                 return Err(invalid(
@@ -318,7 +339,15 @@ impl Settings {
             (v, _) if v == "off" => false,
             (v, var) => return Err(invalid(var, &v, "must be on or off")),
         };
+        let ssf_receivers = match optional("LEDGER_SSF_RECEIVER_TOKENS") {
+            None => None,
+            Some(spec) => Some(
+                ledger_ssf::http::ReceiverCredentials::parse(&spec)
+                    .map_err(|e| invalid("LEDGER_SSF_RECEIVER_TOKENS", "<redacted>", e))?,
+            ),
+        };
         Ok(Settings {
+            ssf_receivers,
             abort_after_append,
             sealer,
             backend,

@@ -9,7 +9,9 @@ use base64::Engine;
 use ledger_api::http::ApiState;
 use ledger_api::{ServiceConfig, SessionService};
 use ledger_core::Timestamp;
-use ledger_core::ports::{EventLog, HistorySource, LogSource, ProjectionStore, SealStore};
+use ledger_core::ports::{
+    EventLog, HistorySource, LogSource, ProjectionStore, SealStore, SsfStore,
+};
 use ledger_embedded::Embedded;
 use ledger_http::ServiceCredential;
 use ledger_kafka::{KafkaConfig, KafkaLog};
@@ -103,6 +105,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
     let keys = KeyDir::new(settings.data_dir.join("keys"));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let ssf = ssf_transmitter(&settings, &ports, &keys)?;
     let mut running = Running {
         api_addr: None,
         validator_addr: None,
@@ -125,6 +128,41 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let stats = projector.stats();
         let token = shutdown.clone();
         tasks.spawn(async move { projector.run(token).await.context("projector") });
+        if let Backend::Kafka(k) = &settings.backend {
+            let mut config = KafkaConfig::new(&k.brokers, &k.revocations_topic);
+            config.partitions = k.partitions;
+            config.replication_factor = k.replication_factor;
+            config.delivery_timeout = k.delivery_timeout;
+            let topic = ledger_kafka::RevocationTopic::connect(config)
+                .await
+                .with_context(|| {
+                    format!("creating the revocation topic {}", k.revocations_topic)
+                })?;
+            let publisher = ledger_kafka::RevocationPublisher::new(
+                topic,
+                ports.source.clone(),
+                format!("revocations.{}.{}", k.topic, k.revocations_topic),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move { publisher.run(token).await.context("revocation topic") });
+        }
+        if let Some((transmitter, store, _)) = &ssf {
+            let fanout = ledger_ssf::delivery::Fanout::new(
+                transmitter.clone(),
+                ports.source.clone(),
+                store.clone(),
+                ledger_ssf::delivery::FANOUT_GROUP,
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move { fanout.run(token).await.context("ssf fan-out") });
+            let pusher = ledger_ssf::delivery::Pusher::new(
+                transmitter.clone(),
+                store.clone(),
+                ledger_ssf::delivery::PushConfig::default(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move { pusher.run(token).await.context("ssf push") });
+        }
         if settings.sealer {
             let signer = keys
                 .seal_keys_or_create()
@@ -211,13 +249,24 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             service: Arc::new(service),
             credential: credential.clone(),
         };
+        let ssf_state =
+            ssf.as_ref().map(
+                |(transmitter, store, receivers)| ledger_ssf::http::SsfState {
+                    transmitter: transmitter.clone(),
+                    store: store.clone(),
+                    receivers: receivers.clone(),
+                },
+            );
         let server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new()
                 .wrap(from_fn(|req, next| {
                     ledger_http::metrics::observe("api", req, next)
                 }))
-                .configure(ledger_api::http::configure(state.clone()))
-                .default_service(web::to(ledger_http::not_found))
+                .configure(ledger_api::http::configure(state.clone()));
+            if let Some(ssf) = ssf_state.clone() {
+                app = app.configure(ledger_ssf::http::configure(ssf));
+            }
+            app.default_service(web::to(ledger_http::not_found))
         })
         .workers(2)
         .disable_signals()
@@ -314,6 +363,37 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
     Ok(running)
 }
 
+/// The Shared Signals transmitter, when receivers are configured: it signs with an
+/// RS256 key kept in the key directory and keeps streams in the projection store.
+type Ssf = (
+    ledger_ssf::Transmitter,
+    Arc<dyn SsfStore>,
+    ledger_ssf::http::ReceiverCredentials,
+);
+
+fn ssf_transmitter(
+    settings: &Settings,
+    ports: &Ports,
+    keys: &KeyDir,
+) -> anyhow::Result<Option<Ssf>> {
+    let Some(receivers) = settings.ssf_receivers.clone() else {
+        return Ok(None);
+    };
+    let Some(store) = ports.ssf.clone() else {
+        anyhow::bail!(
+            "LEDGER_SSF_RECEIVER_TOKENS: the SSF transmitter keeps its streams in the embedded store; \
+             it is not available on the kafka backend yet"
+        );
+    };
+    let signer = ledger_ssf::SetSigner::load_or_create(keys.path())
+        .with_context(|| format!("loading the SET signing key from {}", keys.path().display()))?;
+    Ok(Some((
+        ledger_ssf::Transmitter::new(&settings.issuer, signer),
+        store,
+        receivers,
+    )))
+}
+
 /// Runs a bound server until shutdown.
 fn spawn_server(
     server: actix_web::dev::Server,
@@ -408,6 +488,8 @@ pub(crate) struct Ports {
     pub(crate) store: Arc<dyn ProjectionStore>,
     pub(crate) history: Arc<dyn HistorySource>,
     pub(crate) seals: Arc<dyn SealStore>,
+    /// Shared Signals streams and queues (embedded backend only, for now).
+    pub(crate) ssf: Option<Arc<dyn SsfStore>>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
 }
@@ -425,6 +507,7 @@ impl Ports {
                     store: Arc::new(embedded.clone()),
                     history: Arc::new(embedded.clone()),
                     seals: Arc::new(embedded.clone()),
+                    ssf: Some(Arc::new(embedded.clone())),
                     embedded: Some(embedded),
                 })
             }
@@ -449,6 +532,7 @@ impl Ports {
                     store: store.clone(),
                     history: store.clone(),
                     seals: store,
+                    ssf: None,
                     embedded: None,
                 })
             }

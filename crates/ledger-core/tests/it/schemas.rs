@@ -138,3 +138,34 @@ fn event_json_shape_is_stable() {
         ]
     );
 }
+
+#[test]
+fn revocation_records_validate_against_their_schema() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("revocation.schema.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let records: Vec<_> = every_kind_of_event()
+        .iter()
+        .filter_map(ledger_core::RevocationRecord::from_event)
+        .collect();
+    let scopes: std::collections::BTreeSet<_> =
+        records.iter().map(|r| format!("{:?}", r.scope)).collect();
+    assert_eq!(scopes.len(), 2, "family and subject records: {scopes:?}");
+    for record in &records {
+        let json: Value = serde_json::from_slice(&record.to_json()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{json:#}\n{errors:#?}");
+    }
+    // A family record without its family is not one.
+    let mut bad: Value = serde_json::from_slice(&records[0].to_json()).unwrap();
+    bad["family_id"] = Value::Null;
+    assert!(!validator.is_valid(&bad), "{bad:#}");
+}

@@ -8,6 +8,7 @@ mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod ssf;
 mod tamper;
 
 /// Runs each contract test in `lifecycle` against one backend.
