@@ -5,6 +5,11 @@
 //! ([`KafkaReader`]) that either tail the topic from explicit positions (validators,
 //! replays) or resume from a consumer group's committed offsets (the projector).
 //!
+//! Several regions: the log of a region is its own topic (appended to) plus the
+//! topics replicated from the other regions ([`KafkaConfig::remote_topics`], e.g.
+//! `west.session-events` as MirrorMaker 2 names it). Readers read them all; a
+//! [`Position`]'s partition number names the topic too (see [`lane_partition`]).
+//!
 //! Records are keyed by [`Event::partition_key`] (the family id), so one family's
 //! events stay in one partition, in order. The value is the event's JSON
 //! ([`Event::to_json`]); headers carry `event_type`, `event_id` and, when the event has
@@ -44,6 +49,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The topic holding the log; created by [`KafkaLog::connect`] when absent.
     pub topic: String,
+    /// Topics replicated into this cluster from other regions, read after `topic`
+    /// (never appended to). Order matters: a topic's place in this list is part of
+    /// its positions ([`lane_partition`]), so new topics go at the end.
+    pub remote_topics: Vec<String>,
     /// Partitions of the topic when it is created (an existing topic keeps its own).
     pub partitions: i32,
     /// Replication factor of the topic when it is created.
@@ -68,6 +77,7 @@ impl KafkaConfig {
         KafkaConfig {
             brokers: brokers.into(),
             topic: topic.into(),
+            remote_topics: Vec::new(),
             partitions: 12,
             replication_factor: 1,
             delivery_timeout: Duration::from_secs(10),
@@ -83,8 +93,14 @@ impl KafkaConfig {
                 "kafka brokers must not be empty".into(),
             ));
         }
-        if self.topic.trim().is_empty() {
+        if self.topic.trim().is_empty() || self.remote_topics.iter().any(|t| t.trim().is_empty()) {
             return Err(BackendError::Other("kafka topic must not be empty".into()));
+        }
+        let topics = self.topics();
+        if topics.len() >= LANES || (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
+            return Err(BackendError::Other(format!(
+                "kafka topics must be distinct and fewer than {LANES} (got {topics:?})"
+            )));
         }
         if self.partitions < 1 || self.replication_factor < 1 {
             return Err(BackendError::Other(format!(
@@ -98,6 +114,14 @@ impl KafkaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Every topic a reader reads, in lane order: the topic appended to, then the
+    /// remote topics.
+    pub fn topics(&self) -> Vec<&str> {
+        std::iter::once(self.topic.as_str())
+            .chain(self.remote_topics.iter().map(String::as_str))
+            .collect()
     }
 
     /// Settings every client shares.
@@ -150,6 +174,29 @@ impl KafkaConfig {
         }
         c
     }
+}
+
+/// Bits of a [`Position`]'s partition number that hold the Kafka partition; the
+/// bits above name the topic (its lane: 0 = the topic appended to, 1.. the remote
+/// topics in configuration order). A one-topic log's positions are thus the plain
+/// Kafka partitions, as before regions existed.
+const PARTITION_BITS: u32 = 16;
+/// At most this many topics (lanes) per reader.
+const LANES: usize = 1 << 15;
+
+/// The partition number of a [`Position`] for Kafka partition `partition` of the
+/// topic in `lane`.
+pub fn lane_partition(lane: usize, partition: i32) -> u32 {
+    let lane = u32::try_from(lane).unwrap_or(u32::MAX >> PARTITION_BITS);
+    (lane << PARTITION_BITS) | (u32::try_from(partition).unwrap_or_default() & 0xffff)
+}
+
+/// The (lane, Kafka partition) a [`Position`]'s partition number stands for.
+pub fn split_partition(partition: u32) -> (usize, i32) {
+    (
+        usize::try_from(partition >> PARTITION_BITS).unwrap_or(usize::MAX),
+        i32::try_from(partition & 0xffff).unwrap_or_default(),
+    )
 }
 
 fn millis(d: Duration) -> String {
@@ -216,15 +263,25 @@ impl KafkaLog {
             .admin_config()
             .create_with_context(LogContext)
             .map_err(|e| BackendError::Other(format!("kafka admin client: {e}")))?;
-        let topic = NewTopic::new(
-            &config.topic,
-            config.partitions,
-            TopicReplication::Fixed(config.replication_factor),
-        );
+        // Remote topics too: MirrorMaker creates them on its first replication, but
+        // readers must be able to start before that. Same partition count as the
+        // topic appended to (every region's), so MirrorMaker's partition-for-partition
+        // copy fits.
+        let topics: Vec<NewTopic<'_>> = config
+            .topics()
+            .into_iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    config.partitions,
+                    TopicReplication::Fixed(config.replication_factor),
+                )
+            })
+            .collect();
         let options = AdminOptions::new().request_timeout(Some(config.operation_timeout));
         let created = tokio::time::timeout(
             config.operation_timeout,
-            admin.create_topics([&topic], &options),
+            admin.create_topics(topics.iter(), &options),
         )
         .await;
         // The admin client joins its polling thread when dropped.
@@ -252,8 +309,8 @@ impl KafkaLog {
         // A topic just created takes a moment to show in every broker's metadata.
         let deadline = tokio::time::Instant::now() + config.operation_timeout;
         loop {
-            match self.partitions().await {
-                Ok(partitions) if !partitions.is_empty() => return Ok(()),
+            match self.all_partitions().await {
+                Ok(partitions) if partitions.iter().all(|p| !p.is_empty()) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => debug!(error = %e, "waiting for topic metadata"),
@@ -274,6 +331,20 @@ impl KafkaLog {
         let topic = self.inner.config.topic.clone();
         let timeout = self.inner.config.operation_timeout;
         blocking(move || topic_partitions(producer.client(), &topic, timeout)).await?
+    }
+
+    /// The partition ids of every topic read, in lane order.
+    async fn all_partitions(&self) -> Result<Vec<Vec<i32>>, BackendError> {
+        let producer = self.producer();
+        let config = self.inner.config.clone();
+        blocking(move || {
+            config
+                .topics()
+                .into_iter()
+                .map(|t| topic_partitions(producer.client(), t, config.operation_timeout))
+                .collect()
+        })
+        .await?
     }
 
     /// The current producer; a new one when the current one hit a fatal error.
@@ -486,14 +557,19 @@ impl LogSource for KafkaLog {
                 .consumer_config(&group)
                 .create_with_context(LogContext)
                 .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
-            let partitions =
-                topic_partitions(consumer.client(), &config.topic, config.operation_timeout)?;
-            committed_offsets(
-                &consumer,
-                &config.topic,
-                &partitions,
-                config.operation_timeout,
-            )
+            let mut positions = Vec::new();
+            for (lane, topic) in config.topics().into_iter().enumerate() {
+                let partitions =
+                    topic_partitions(consumer.client(), topic, config.operation_timeout)?;
+                positions.extend(committed_offsets(
+                    &consumer,
+                    lane,
+                    topic,
+                    &partitions,
+                    config.operation_timeout,
+                )?);
+            }
+            Ok(positions)
         })
         .await?
     }
@@ -507,6 +583,7 @@ impl LogSource for KafkaLog {
 /// asked again until `timeout`, as librdkafka does not.
 fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
+    lane: usize,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
@@ -539,7 +616,7 @@ fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some(Position {
-                partition: u32::try_from(e.partition()).ok()?,
+                partition: lane_partition(lane, e.partition()),
                 offset: u64::try_from(o).ok()?,
             }),
             _ => None,

@@ -15,7 +15,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::context::ReaderContext;
-use crate::{KafkaConfig, blocking, committed_offsets, topic_partitions, unavailable};
+use crate::{
+    KafkaConfig, blocking, committed_offsets, lane_partition, split_partition, topic_partitions,
+    unavailable,
+};
 
 /// How often, at most, a reader asks the brokers for the partitions' watermarks.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
@@ -25,21 +28,26 @@ type Kafka = StreamConsumer<ReaderContext>;
 /// Reads the log from a position (no commits) or as a member of a consumer group
 /// (resuming from, and committing to, the group's offsets).
 ///
+/// The log may span several topics (a region's own and the ones replicated from other
+/// regions): positions, commits and watermarks are per (topic, partition), the topic
+/// folded into the position's partition number ([`lane_partition`]).
+///
 /// Polling never blocks the async runtime: records come from librdkafka's queue, and
 /// blocking calls (metadata, commits, watermarks) run on the blocking pool.
 pub struct KafkaReader {
     /// `None` only while being dropped.
     consumer: Option<Arc<Kafka>>,
-    topic: String,
+    /// Every topic read, in lane order (the lane is the index).
+    topics: Vec<String>,
     /// The consumer group whose offsets this reader commits, for
     /// [`StartFrom::Committed`]; `None` for a reader that never commits.
     group: Option<String>,
-    /// Every partition of the topic when the reader was opened.
-    partitions: Vec<i32>,
+    /// Every partition of the topics when the reader was opened ([`lane_partition`]).
+    partitions: Vec<u32>,
     /// The next offset to read per partition (0 = the beginning, when nothing was read).
-    next: BTreeMap<i32, i64>,
+    next: BTreeMap<u32, i64>,
     /// What this reader knows to be committed for its group, per partition.
-    committed: BTreeMap<i32, i64>,
+    committed: BTreeMap<u32, i64>,
     watermarks: Arc<Mutex<Watermarks>>,
     operation_timeout: Duration,
     /// A record that could not be decoded: the reader stops there, as the embedded log
@@ -50,7 +58,7 @@ pub struct KafkaReader {
 /// Cached low and high watermarks per partition, refreshed in the background.
 #[derive(Debug, Default)]
 struct Watermarks {
-    by_partition: HashMap<i32, (i64, i64)>,
+    by_partition: HashMap<u32, (i64, i64)>,
     refreshed_at: Option<Instant>,
     refreshing: bool,
 }
@@ -58,7 +66,7 @@ struct Watermarks {
 impl std::fmt::Debug for KafkaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaReader")
-            .field("topic", &self.topic)
+            .field("topics", &self.topics)
             .field("group", &self.group)
             .field("next", &self.next)
             .field("committed", &self.committed)
@@ -87,7 +95,7 @@ impl KafkaReader {
         // the runtime.
         let mut reader = KafkaReader {
             consumer: Some(Arc::new(consumer)),
-            topic: config.topic.clone(),
+            topics: config.topics().into_iter().map(str::to_owned).collect(),
             group: commits.then_some(group),
             partitions: Vec::new(),
             next: BTreeMap::new(),
@@ -97,16 +105,24 @@ impl KafkaReader {
             stuck: None,
         };
         let consumer = reader.consumer()?;
-        let topic = reader.topic.clone();
+        let topics = reader.topics.clone();
         let timeout = reader.operation_timeout;
         let (partitions, committed) = blocking(move || {
-            let partitions = topic_partitions(consumer.client(), &topic, timeout)?;
-            let committed = if commits {
-                committed_offsets(&*consumer, &topic, &partitions, timeout)?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, BackendError>((partitions, committed))
+            let (mut all, mut committed) = (Vec::new(), Vec::new());
+            for (lane, topic) in topics.iter().enumerate() {
+                let partitions = topic_partitions(consumer.client(), topic, timeout)?;
+                if commits {
+                    committed.extend(committed_offsets(
+                        &*consumer,
+                        lane,
+                        topic,
+                        &partitions,
+                        timeout,
+                    )?);
+                }
+                all.extend(partitions.into_iter().map(|p| lane_partition(lane, p)));
+            }
+            Ok::<_, BackendError>((all, committed))
         })
         .await??;
         reader.partitions = partitions;
@@ -116,7 +132,7 @@ impl KafkaReader {
             StartFrom::Committed { .. } => {
                 reader.committed = committed
                     .iter()
-                    .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+                    .map(|p| (p.partition, offset_value(p.offset)))
                     .collect();
                 // Until records arrive, the reader is where the group left off; a
                 // partition never committed starts at the beginning
@@ -126,14 +142,15 @@ impl KafkaReader {
                     .iter()
                     .map(|&p| (p, reader.committed.get(&p).copied().unwrap_or(0)))
                     .collect();
+                let topics: Vec<&str> = reader.topics.iter().map(String::as_str).collect();
                 consumer
-                    .subscribe(&[reader.topic.as_str()])
+                    .subscribe(&topics)
                     .map_err(|e| unavailable("subscribe", e))?;
             }
             StartFrom::Beginning => reader.assign(&consumer, &[])?,
             StartFrom::Positions(positions) => reader.assign(&consumer, &positions)?,
         }
-        debug!(topic = %reader.topic, group = ?reader.group, next = ?reader.next, "kafka reader opened");
+        debug!(topics = ?reader.topics, group = ?reader.group, next = ?reader.next, "kafka reader opened");
         Ok(reader)
     }
 
@@ -141,12 +158,13 @@ impl KafkaReader {
     /// the beginning. An offset the partition no longer (or never) had falls back to the
     /// earliest one (`auto.offset.reset=earliest`): replaying is safe, skipping is not.
     fn assign(&mut self, consumer: &Kafka, positions: &[Position]) -> Result<(), BackendError> {
-        let named: HashMap<i32, i64> = positions
+        let named: HashMap<u32, i64> = positions
             .iter()
-            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .map(|p| (p.partition, offset_value(p.offset)))
             .collect();
         for p in named.keys().filter(|p| !self.partitions.contains(p)) {
-            warn!(topic = %self.topic, partition = p, "start position names a partition the topic does not have");
+            let (lane, partition) = split_partition(*p);
+            warn!(topic = ?self.topics.get(lane), partition, "start position names a partition the topics do not have");
         }
         let mut tpl = TopicPartitionList::with_capacity(self.partitions.len());
         for &p in &self.partitions {
@@ -154,13 +172,42 @@ impl KafkaReader {
                 Some(&o) => (Offset::Offset(o), o),
                 None => (Offset::Beginning, 0),
             };
-            tpl.add_partition_offset(&self.topic, p, offset)
+            let (topic, partition) = self.topic_partition(p)?;
+            tpl.add_partition_offset(topic, partition, offset)
                 .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
             self.next.insert(p, next);
         }
         consumer
             .assign(&tpl)
             .map_err(|e| unavailable("assign partitions", e))
+    }
+
+    /// The topic and Kafka partition of a position's partition number.
+    fn topic_partition(&self, p: u32) -> Result<(&str, i32), BackendError> {
+        let (lane, partition) = split_partition(p);
+        self.topics
+            .get(lane)
+            .map(|t| (t.as_str(), partition))
+            .ok_or_else(|| {
+                BackendError::Other(format!("kafka reader has no topic for partition {p}"))
+            })
+    }
+
+    /// The position's partition number of a record or an assignment element.
+    fn lane_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        let lane = self.topics.iter().position(|t| t == topic)?;
+        Some(lane_partition(lane, partition))
+    }
+
+    /// The partitions this group member owns now, as position partition numbers.
+    fn assigned(&self, consumer: &Kafka) -> Result<BTreeSet<u32>, BackendError> {
+        Ok(consumer
+            .assignment()
+            .map_err(|e| unavailable("assignment", e))?
+            .elements()
+            .iter()
+            .filter_map(|e| self.lane_of(e.topic(), e.partition()))
+            .collect())
     }
 
     fn consumer(&self) -> Result<Arc<Kafka>, BackendError> {
@@ -180,7 +227,11 @@ impl KafkaReader {
 
     /// Decodes one record into `out`, or marks the reader stuck on it.
     fn take(&mut self, message: &BorrowedMessage<'_>, out: &mut Vec<LogRecord>) {
-        let (partition, offset) = (message.partition(), message.offset());
+        let (topic, offset) = (message.topic(), message.offset());
+        let Some(partition) = self.lane_of(topic, message.partition()) else {
+            warn!(%topic, "record from a topic this reader does not read, skipped");
+            return;
+        };
         let decoded = match message.payload() {
             Some(bytes) => Event::from_json(bytes).map_err(|e| e.to_string()),
             None => Err("record has no value".to_owned()),
@@ -190,14 +241,14 @@ impl KafkaReader {
                 self.next.insert(partition, offset.saturating_add(1));
                 out.push(LogRecord {
                     position: Position {
-                        partition: u32::try_from(partition).unwrap_or_default(),
+                        partition,
                         offset: u64::try_from(offset).unwrap_or_default(),
                     },
                     event,
                 });
             }
             Err(error) => {
-                let position = format!("{}/{partition}@{offset}", self.topic);
+                let position = format!("{topic}/{}@{offset}", message.partition());
                 warn!(%position, %error, "undecodable record in the log, reader stops here");
                 self.stuck = Some((position, error));
             }
@@ -218,8 +269,8 @@ impl KafkaReader {
             cache.refreshing = true;
         }
         let cache = self.watermarks.clone();
-        let topic = self.topic.clone();
-        let partitions: BTreeSet<i32> = self
+        let topics = self.topics.clone();
+        let partitions: BTreeSet<u32> = self
             .partitions
             .iter()
             .chain(self.next.keys())
@@ -231,11 +282,15 @@ impl KafkaReader {
         tokio::task::spawn_blocking(move || {
             let mut fetched = HashMap::with_capacity(partitions.len());
             for p in partitions {
-                match consumer.fetch_watermarks(&topic, p, timeout) {
+                let (lane, partition) = split_partition(p);
+                let Some(topic) = topics.get(lane) else {
+                    continue;
+                };
+                match consumer.fetch_watermarks(topic, partition, timeout) {
                     Ok(w) => {
                         fetched.insert(p, w);
                     }
-                    Err(e) => debug!(%topic, partition = p, error = %e, "kafka watermarks unknown"),
+                    Err(e) => debug!(%topic, partition, error = %e, "kafka watermarks unknown"),
                 }
             }
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,10 +313,6 @@ impl Drop for KafkaReader {
             handle.spawn_blocking(move || drop(consumer));
         }
     }
-}
-
-fn partition_id(p: u32) -> i32 {
-    i32::try_from(p).unwrap_or(i32::MAX)
 }
 
 fn offset_value(o: u64) -> i64 {
@@ -291,7 +342,7 @@ impl LogReader for KafkaReader {
                         Some(Err(e)) => {
                             // The records already taken are returned; the error shows
                             // again on the next poll if it persists.
-                            warn!(topic = %self.topic, error = %e, "kafka poll failed after a partial batch");
+                            warn!(topics = ?self.topics, error = %e, "kafka poll failed after a partial batch");
                             break;
                         }
                     }
@@ -314,16 +365,10 @@ impl LogReader for KafkaReader {
         let consumer = self.consumer()?;
         // Only partitions this member owns now: after a rebalance another member may
         // own (and have committed further on) a partition this reader once read.
-        let assigned: BTreeSet<i32> = consumer
-            .assignment()
-            .map_err(|e| unavailable("assignment", e))?
-            .elements_for_topic(&self.topic)
+        let assigned = self.assigned(&consumer)?;
+        let mut wanted: Vec<(u32, i64)> = next
             .iter()
-            .map(|e| e.partition())
-            .collect();
-        let mut wanted: Vec<(i32, i64)> = next
-            .iter()
-            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .map(|p| (p.partition, offset_value(p.offset)))
             .collect();
         wanted.sort_unstable();
         let mut tpl = TopicPartitionList::with_capacity(wanted.len());
@@ -337,7 +382,8 @@ impl LogReader for KafkaReader {
             if self.committed.get(&p).is_some_and(|&c| c >= offset) {
                 continue;
             }
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
+            let (topic, partition) = self.topic_partition(p)?;
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
                 .map_err(|e| BackendError::Other(format!("kafka commit: {e}")))?;
             committing.push((p, offset));
         }
@@ -356,7 +402,7 @@ impl LogReader for KafkaReader {
         self.next
             .iter()
             .map(|(&p, &o)| Position {
-                partition: u32::try_from(p).unwrap_or_default(),
+                partition: p,
                 offset: u64::try_from(o).unwrap_or_default(),
             })
             .collect()
@@ -365,22 +411,14 @@ impl LogReader for KafkaReader {
     fn lag(&self) -> Option<u64> {
         let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
         cache.refreshed_at?;
-        let partitions: Vec<i32> = if self.group.is_some() {
+        let partitions: Vec<u32> = if self.group.is_some() {
             // A group member lags only on what it owns; before its first assignment
             // the lag is unknown, not zero.
-            let assigned: Vec<i32> = self
-                .consumer
-                .as_ref()?
-                .assignment()
-                .ok()?
-                .elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| e.partition())
-                .collect();
+            let assigned = self.assigned(self.consumer.as_ref()?).ok()?;
             if assigned.is_empty() {
                 return None;
             }
-            assigned
+            assigned.into_iter().collect()
         } else {
             self.partitions.clone()
         };

@@ -64,6 +64,8 @@ pub enum Backend {
 pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
+    /// Topics replicated from other regions, read after `topic` (never appended to).
+    pub remote_topics: Vec<String>,
     pub partitions: i32,
     pub replication_factor: i32,
     pub delivery_timeout: Duration,
@@ -154,6 +156,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "LEDGER_KAFKA_TOPIC",
         "session-events",
         "the session-events topic",
+    ),
+    (
+        "LEDGER_KAFKA_REMOTE_TOPICS",
+        "",
+        "topics replicated from other regions, read after the own topic (comma-separated, e.g. west.session-events; add new ones at the end)",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
@@ -268,6 +275,12 @@ impl Settings {
             "kafka" => Backend::Kafka(KafkaSettings {
                 brokers: text("LEDGER_KAFKA_BROKERS")?,
                 topic: text("LEDGER_KAFKA_TOPIC")?,
+                remote_topics: value("LEDGER_KAFKA_REMOTE_TOPICS")
+                    .0
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
                 partitions: number("LEDGER_KAFKA_PARTITIONS")?,
                 replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
                 delivery_timeout: duration("LEDGER_KAFKA_DELIVERY_TIMEOUT")?,

@@ -430,6 +430,7 @@ impl Ports {
             }
             Backend::Kafka(k) => {
                 let mut kafka = KafkaConfig::new(&k.brokers, &k.topic);
+                kafka.remote_topics = k.remote_topics.clone();
                 kafka.partitions = k.partitions;
                 kafka.replication_factor = k.replication_factor;
                 kafka.delivery_timeout = k.delivery_timeout;
