@@ -6,7 +6,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::time::Duration;
 
 use crate::recent::RecentWrites;
-use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionStore};
+use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionFence, ProjectionStore};
 use ledger_core::{
     Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
     Policy, RevokeReason, SessionId, Subject, SubjectRevocation, Timestamp, TraceContext, decide,
@@ -136,6 +136,8 @@ pub struct SessionService {
     hasher: RandomState,
     recent_families: RecentWrites<SessionId, FamilyState>,
     recent_subjects: RecentWrites<Subject, SubjectRevocation>,
+    /// Read-after-write across instances (several API instances on one log).
+    fence: Option<Arc<dyn ProjectionFence>>,
 }
 
 impl SessionService {
@@ -163,7 +165,18 @@ impl SessionService {
             hasher: RandomState::new(),
             recent_families: RecentWrites::new(window),
             recent_subjects: RecentWrites::new(window),
+            fence: None,
         }
+    }
+
+    /// Before a refresh, a signout or a status read decides on a family, waits until
+    /// the projection holds what every instance appended for it (and for its subject)
+    /// before the request: with several API instances behind no sticky routing, a
+    /// signout on one is then refused by a refresh on another.
+    #[must_use]
+    pub fn with_fence(mut self, fence: Arc<dyn ProjectionFence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -223,7 +236,7 @@ impl SessionService {
                 SessionError::InvalidGrant("refresh token is invalid".into())
             }));
         };
-        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let subject_revocation = self.fenced_subject_revocation(&state.subject).await?;
         let now = Timestamp::now();
         let command = Command::Refresh {
             session_id,
@@ -306,7 +319,7 @@ impl SessionService {
                 e => Err(e),
             };
         };
-        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let subject_revocation = self.fenced_subject_revocation(&state.subject).await?;
         let command = Command::Revoke { session_id, reason };
         let events = decide(
             Some(&state),
@@ -428,10 +441,27 @@ impl SessionService {
         self.recent_families.get(&id)
     }
 
-    /// The store's view of a family joined with this instance's recent writes.
+    /// The store's view of a family joined with this instance's recent writes, once
+    /// the fence (if any) says the store holds every acknowledged event of it.
     async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
+        if let Some(fence) = &self.fence {
+            fence.await_projected(&Event::family_key(id)).await?;
+        }
         let stored = self.store.family(id).await?;
         Ok(self.recent_families.over(&id, stored))
+    }
+
+    /// [`Self::subject_revocation`] behind the fence. Logins do without: a subject
+    /// revocation covers the families opened up to it, so one racing with a login need
+    /// not cover that login.
+    async fn fenced_subject_revocation(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, SessionError> {
+        if let Some(fence) = &self.fence {
+            fence.await_projected(&Event::subject_key(subject)).await?;
+        }
+        self.subject_revocation(subject).await
     }
 
     async fn subject_revocation(

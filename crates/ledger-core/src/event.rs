@@ -145,9 +145,19 @@ impl Event {
     /// so one family's events stay in order.
     pub fn partition_key(&self) -> String {
         match self.session_id {
-            Some(id) => id.to_string(),
-            None => format!("subject:{}", self.subject),
+            Some(id) => Self::family_key(id),
+            None => Self::subject_key(&self.subject),
         }
+    }
+
+    /// The partition key of a family's events.
+    pub fn family_key(id: SessionId) -> String {
+        id.to_string()
+    }
+
+    /// The partition key of a subject-wide event.
+    pub fn subject_key(subject: &Subject) -> String {
+        format!("subject:{subject}")
     }
 
     pub fn to_json(&self) -> Vec<u8> {

@@ -73,6 +73,18 @@ pub trait LogReader: Send + std::fmt::Debug {
     fn lag(&self) -> Option<u64>;
 }
 
+/// Read-after-write for API instances that share one projection: several instances of
+/// a region append to one log, but each reads the family state from the projection,
+/// which a projector fills a moment later.
+///
+/// **Invariant**: once `await_projected(key)` returned `Ok`, the projection holds every
+/// event with that partition key ([`Event::partition_key`]) that the log had
+/// acknowledged when the call began, whichever instance appended it.
+#[async_trait]
+pub trait ProjectionFence: Send + Sync + std::fmt::Debug {
+    async fn await_projected(&self, key: &str) -> Result<(), BackendError>;
+}
+
 /// Opens readers on the log and knows consumer groups' checkpoints.
 #[async_trait]
 pub trait LogSource: Send + Sync + std::fmt::Debug {

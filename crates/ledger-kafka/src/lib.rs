@@ -20,6 +20,7 @@
 //! acknowledged every event to all in-sync replicas.
 
 mod context;
+mod fence;
 mod reader;
 
 use std::sync::{Arc, RwLock};
@@ -40,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::LogContext;
 
+pub use fence::{KafkaFence, partition_for};
 pub use reader::KafkaReader;
 
 /// How to reach the cluster and which topic holds the log.
@@ -141,7 +143,9 @@ impl KafkaConfig {
             // `delivery.timeout.ms` is librdkafka's alias of this one.
             .set("message.timeout.ms", millis(self.delivery_timeout))
             // Small: appends are on the request path; batching only what arrives together.
-            .set("linger.ms", "2");
+            .set("linger.ms", "2")
+            // librdkafka's default, pinned: `KafkaFence` computes the same partitions.
+            .set("partitioner", "consistent_random");
         for (k, v) in &self.producer_settings {
             c.set(k, v);
         }

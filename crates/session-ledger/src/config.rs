@@ -66,6 +66,9 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Topics replicated from other regions, read after `topic` (never appended to).
     pub remote_topics: Vec<String>,
+    /// How long an API instance waits for the projection to hold a family's
+    /// acknowledged events before deciding on it (`None`: it does not wait).
+    pub api_fence: Option<Duration>,
     pub partitions: i32,
     pub replication_factor: i32,
     pub delivery_timeout: Duration,
@@ -161,6 +164,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "LEDGER_KAFKA_REMOTE_TOPICS",
         "",
         "topics replicated from other regions, read after the own topic (comma-separated, e.g. west.session-events; add new ones at the end)",
+    ),
+    (
+        "LEDGER_API_FENCE",
+        "3s",
+        "with several API instances on one topic: how long a refresh or signout waits for the projector to hold what other instances appended (503 after it); off = trust the projection as it is",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
@@ -281,6 +289,12 @@ impl Settings {
                     .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty())
                     .collect(),
+                api_fence: match value("LEDGER_API_FENCE") {
+                    (v, _) if v == "off" => None,
+                    (v, var) => {
+                        Some(humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))?)
+                    }
+                },
                 partitions: number("LEDGER_KAFKA_PARTITIONS")?,
                 replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
                 delivery_timeout: duration("LEDGER_KAFKA_DELIVERY_TIMEOUT")?,

@@ -12,7 +12,7 @@ use ledger_core::Timestamp;
 use ledger_core::ports::{EventLog, HistorySource, LogSource, ProjectionStore, SealStore};
 use ledger_embedded::Embedded;
 use ledger_http::ServiceCredential;
-use ledger_kafka::{KafkaConfig, KafkaLog};
+use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog};
 use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
@@ -193,7 +193,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             &settings.audience,
             settings.policy.clock_leeway,
         );
-        let service = SessionService::new(
+        let mut service = SessionService::new(
             ports.log.clone(),
             ports.store.clone(),
             ports.history.clone(),
@@ -207,6 +207,14 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 abort_after_append: settings.abort_after_append,
             },
         );
+        if let (Some(log), Backend::Kafka(k)) = (&ports.kafka, &settings.backend)
+            && let Some(wait) = k.api_fence
+        {
+            let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
+                .await
+                .context("opening the projection fence")?;
+            service = service.with_fence(Arc::new(fence));
+        }
         let state = ApiState {
             service: Arc::new(service),
             credential: credential.clone(),
@@ -410,6 +418,8 @@ pub(crate) struct Ports {
     pub(crate) seals: Arc<dyn SealStore>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
+    /// Set for the Kafka backend.
+    kafka: Option<KafkaLog>,
 }
 
 impl Ports {
@@ -426,6 +436,7 @@ impl Ports {
                     history: Arc::new(embedded.clone()),
                     seals: Arc::new(embedded.clone()),
                     embedded: Some(embedded),
+                    kafka: None,
                 })
             }
             Backend::Kafka(k) => {
@@ -445,6 +456,7 @@ impl Ports {
                     format!("connecting to the CQL database at {:?}", k.scylla_nodes)
                 })?);
                 Ok(Ports {
+                    kafka: Some((*log).clone()),
                     log: log.clone(),
                     source: log,
                     store: store.clone(),
