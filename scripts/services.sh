@@ -8,8 +8,8 @@
 #                                                          JMX       127.0.0.1:7199)
 #   (default ports; see the knobs below)
 #
-# Usage: scripts/services.sh up [--fresh] [--regions 2] | down | status
-#        | stop-kafka | stop-mirror | start-mirror
+# Usage: scripts/services.sh up [--fresh] [--regions 2] | down | status [--regions 2]
+#        | stop-kafka | stop-mirror | start-mirror | down-regions
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -30,6 +30,7 @@
 #            running east Kafka or Cassandra is used as it is, never restarted.
 #   stop-mirror / start-mirror  cut / restore the link between the regions
 #            (stop / start MirrorMaker 2 only; it resumes where it stopped).
+#   down-regions  stop MirrorMaker 2 and the west broker only (east keeps running).
 #   status --regions 2  also reports west and MirrorMaker; exit 0 only when all are up.
 #
 # Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
@@ -739,6 +740,7 @@ main() {
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
     stop-mirror) stop_one mirror "$MIRROR_PID" "$MIRROR_MAIN" ;;
     start-mirror) mirror_start ;;
+    down-regions) regions_down ;;
     # Internal (the west region runs this script with its own home and ports).
     up-kafka) cmd_up_kafka ;;
     status-kafka) cmd_status_kafka ;;

@@ -183,6 +183,7 @@ async fn two_regions_agree_on_refreshes_revocations_and_converge_after_a_link_cu
     assert_eq!(response.status(), StatusCode::OK);
     let propagation = await_active(&west.app, &access, false, Duration::from_secs(10)).await;
     println!("signout in east -> active:false in west after {propagation:?}");
+    propagation_samples(&east, &west).await;
 
     // Login in east, refresh in west: a rotation, recorded in west's log.
     let login = east.app.login("grace").await;
@@ -311,4 +312,107 @@ async fn link_cut(east: &Region, west: &Region) {
                 .collect();
         assert_eq!(active, BTreeSet::from([true]));
     }
+}
+
+/// More signouts in east, each timed from east's answer to west's `active: false`
+/// (`LEDGER_REGION_SAMPLES`, default 20; `scripts/bench.sh --regions` asks for more).
+/// Prints the spread; the only bound asserted is the generous one of `await_active`.
+async fn propagation_samples(east: &Region, west: &Region) {
+    let n: usize = var("LEDGER_REGION_SAMPLES", "20").parse().unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let login = east.app.login(&format!("sample{i}")).await;
+        let access = str_field(&login, "access_token");
+        // Known in west first, so the figure is the signout's trip alone.
+        await_active(&west.app, access, true, REPLICATION).await;
+        let response = east.app.revoke(str_field(&login, "refresh_token")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        samples.push(await_active(&west.app, access, false, Duration::from_secs(10)).await);
+    }
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    println!(
+        "cross-region revocation propagation over {n} signouts: p50 {:?} p99 {:?} max {:?} (min {:?})",
+        at(0.50),
+        at(0.99),
+        samples[samples.len() - 1],
+        samples[0]
+    );
+}
+
+/// Two API instances of one region behind no sticky routing (`session-ledger dev` and a
+/// second `session-ledger api` on the same topic and keyspace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_instances_in_one_region_agree() {
+    let keys = tempfile::tempdir().unwrap();
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let env = region_env(EAST, WEST, &unique, keys.path(), &[]);
+    let first = Process::spawn("dev", &env, &[]);
+    let second = Process::spawn("api", &env, &[]);
+    let a = app_at(first.api.as_deref(), first.validator.as_deref());
+    let b = app_at(second.api.as_deref(), first.validator.as_deref());
+    a.await_ready().await;
+
+    // 16 concurrent refreshes of one token, split across both: one successor.
+    let login = a.login("tabs").await;
+    let rt0 = str_field(&login, "refresh_token").to_owned();
+    let answers = futures::future::join_all((0..16).map(|i| {
+        let (app, rt0) = (if i % 2 == 0 { &a } else { &b }, rt0.clone());
+        async move { status_of(app.refresh(&rt0).await).await }
+    }))
+    .await;
+    let successors: BTreeSet<String> = answers
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            str_field(body, "refresh_token").to_owned()
+        })
+        .collect();
+    assert_eq!(successors.len(), 1, "{successors:?}");
+    let rt1 = successors.into_iter().next().unwrap();
+
+    // Signout on one instance, then a refresh on the other at once: refused.
+    for i in 0..5 {
+        let (signs_out, refreshes) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let login = a.login(&format!("leaver{i}")).await;
+        let rotated = signs_out
+            .refresh_ok(str_field(&login, "refresh_token"))
+            .await;
+        let response = signs_out.revoke(str_field(&rotated, "access_token")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let (status, _, body) = status_of(
+            refreshes
+                .refresh(str_field(&rotated, "refresh_token"))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "refreshed after signout: {body}"
+        );
+        assert_eq!(body["error"], "invalid_grant");
+    }
+
+    // Reuse across instances: rt1 rotated away on b; after grace, rt1 on a revokes the
+    // family, and b refuses the newest token too.
+    let rotated = b.refresh_ok(&rt1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // LEDGER_REFRESH_GRACE=1s
+    let (status, _, body) = status_of(a.refresh(&rt1).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = status_of(b.refresh(str_field(&rotated, "refresh_token")).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    await_active(
+        &a,
+        str_field(&rotated, "access_token"),
+        false,
+        Duration::from_secs(10),
+    )
+    .await;
+    let session = a.status(str_field(&login, "session_id")).await;
+    assert_eq!(
+        session["revocation"]["reason"], "reuse_detected",
+        "{session}"
+    );
 }
