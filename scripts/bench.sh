@@ -4,11 +4,26 @@
 # missing), runs the benchmark against it, and stops Redis again.
 #
 #   scripts/bench.sh [ledger-bench flags]     e.g. --families 1000000 --seconds 5
+#   scripts/bench.sh --regions [N]            the two-region figures instead (below)
 #
 # The table goes to stdout, progress to stderr; `ledger-bench --help` lists the
 # sizes. docs/BENCHMARKS.md records a run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# --regions [N]: two regions on loopback (scripts/services.sh up --regions 2: east
+# Kafka 9092, west Kafka 9192, MirrorMaker 2, one Cassandra). Runs the two-region
+# test binary on the real `session-ledger` binaries (debug build, as in CI) with N
+# timed signouts (default 200): it prints the cross-region revocation propagation
+# (east's signout answer -> active:false from west's validator, p50/p99/max) and the
+# convergence time after a link cut with traffic (MirrorMaker stopped, then started).
+if [ "${1:-}" = --regions ]; then
+  samples="${2:-200}"
+  scripts/services.sh up --regions 2 >&2
+  LEDGER_REGION_SAMPLES="$samples" cargo test -p session-ledger --test regions \
+    two_regions -- --nocapture 2>&1 | grep -E "propagation|converged|link cut|test result"
+  exit "${PIPESTATUS[0]}"
+fi
 
 cargo build --release -p ledger-bench >&2
 
