@@ -16,9 +16,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # test binary on the real `session-ledger` binaries (debug build, as in CI) with N
 # timed signouts (default 200): it prints the cross-region revocation propagation
 # (east's signout answer -> active:false from west's validator, p50/p99/max) and the
-# convergence time after a link cut with traffic (MirrorMaker stopped, then started).
+# convergence time after a link cut of LEDGER_REGION_CUT (default 60s) with traffic in
+# both regions (MirrorMaker stopped, then started).
 if [ "${1:-}" = --regions ]; then
   samples="${2:-200}"
+  export LEDGER_REGION_CUT="${LEDGER_REGION_CUT:-60s}"
   scripts/services.sh up --regions 2 >&2
   LEDGER_REGION_SAMPLES="$samples" cargo test -p session-ledger --test regions \
     two_regions -- --nocapture 2>&1 | grep -E "propagation|converged|link cut|test result"

@@ -227,6 +227,7 @@ async fn link_cut(east: &Region, west: &Region) {
     let cut_at = Instant::now();
 
     let mut signed_out: Vec<String> = Vec::new();
+    let mut acknowledged = 0;
     let mut still_active: Vec<String> = Vec::new();
     for (region, other, name) in [(east, west, EAST), (west, east, WEST)] {
         for i in 0..8 {
@@ -241,6 +242,7 @@ async fn link_cut(east: &Region, west: &Region) {
                     .revoke(str_field(&rotated, "refresh_token"))
                     .await;
                 assert_eq!(response.status(), StatusCode::OK);
+                acknowledged += 1;
                 signed_out.push(str_field(&rotated, "access_token").to_owned());
                 signed_out.push(str_field(&login, "access_token").to_owned());
             } else {
@@ -269,7 +271,31 @@ async fn link_cut(east: &Region, west: &Region) {
     for token in &signed_out[8..] {
         await_active(&west.app, token, false, Duration::from_secs(10)).await;
     }
-    println!("link cut for {:?} with traffic", cut_at.elapsed());
+    // A longer cut (`LEDGER_REGION_CUT`, e.g. 60s from `scripts/bench.sh --regions`):
+    // traffic in both regions until it is over.
+    let cut: Duration = humantime::parse_duration(&var("LEDGER_REGION_CUT", "0s")).unwrap();
+    let mut i = 0;
+    while cut_at.elapsed() < cut {
+        let region = if i % 2 == 0 { east } else { west };
+        let login = region.app.login(&format!("cut{i}")).await;
+        let rotated = region
+            .app
+            .refresh_ok(str_field(&login, "refresh_token"))
+            .await;
+        let response = region
+            .app
+            .revoke(str_field(&rotated, "refresh_token"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        acknowledged += 1;
+        signed_out.push(str_field(&rotated, "access_token").to_owned());
+        i += 1;
+    }
+    println!(
+        "link cut for {:?} with traffic ({} signouts acknowledged during the cut)",
+        cut_at.elapsed(),
+        acknowledged
+    );
 
     let restored_at = Instant::now();
     drop(restore);
