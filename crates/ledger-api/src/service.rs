@@ -169,10 +169,10 @@ impl SessionService {
         }
     }
 
-    /// Before a refresh, a signout or a status read decides on a family, waits until
-    /// the projection holds what every instance appended for it (and for its subject)
-    /// before the request: with several API instances behind no sticky routing, a
-    /// signout on one is then refused by a refresh on another.
+    /// Before a refresh decides on a family, waits until the projection holds what
+    /// every instance appended for it (and for its subject) before the request: with
+    /// several API instances behind no sticky routing, a signout on one is then refused
+    /// by a refresh on another.
     #[must_use]
     pub fn with_fence(mut self, fence: Arc<dyn ProjectionFence>) -> Self {
         self.fence = Some(fence);
@@ -231,7 +231,7 @@ impl SessionService {
             SessionError::InvalidGrant("refresh token is invalid".into())
         })?;
         let _guard = self.lock(session_id).await;
-        let Some(state) = self.family(session_id).await? else {
+        let Some(state) = self.fenced_family(session_id).await? else {
             return Err(self.unknown_family(session_id, || {
                 SessionError::InvalidGrant("refresh token is invalid".into())
             }));
@@ -319,7 +319,7 @@ impl SessionService {
                 e => Err(e),
             };
         };
-        let subject_revocation = self.fenced_subject_revocation(&state.subject).await?;
+        let subject_revocation = self.subject_revocation(&state.subject).await?;
         let command = Command::Revoke { session_id, reason };
         let events = decide(
             Some(&state),
@@ -441,12 +441,19 @@ impl SessionService {
         self.recent_families.get(&id)
     }
 
-    /// The store's view of a family joined with this instance's recent writes, once
-    /// the fence (if any) says the store holds every acknowledged event of it.
-    async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
+    /// [`Self::family`] once the fence (if any) says the store holds every
+    /// acknowledged event of it. Refreshes decide on this; a signout does not need it
+    /// (a revocation appended on older state is the same revocation, and a family not
+    /// projected yet is answered by `unknown_family`).
+    async fn fenced_family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
         if let Some(fence) = &self.fence {
             fence.await_projected(&Event::family_key(id)).await?;
         }
+        self.family(id).await
+    }
+
+    /// The store's view of a family joined with this instance's recent writes.
+    async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
         let stored = self.store.family(id).await?;
         Ok(self.recent_families.over(&id, stored))
     }

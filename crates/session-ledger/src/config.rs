@@ -168,7 +168,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LEDGER_API_FENCE",
         "3s",
-        "with several API instances on one topic: how long a refresh or signout waits for the projector to hold what other instances appended (503 after it); off = trust the projection as it is",
+        "with several API instances on one topic: how long a refresh waits for the projector to hold what other instances appended (503 after it); off = trust the projection as it is",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
