@@ -124,8 +124,9 @@ pub trait HistorySource: Send + Sync + std::fmt::Debug {
 
 /// Where the log's seals are kept (tamper evidence, see [`crate::seal`]).
 ///
-/// **Invariant**: `put` replaces the seal of the same (partition, block): a block is
-/// re-sealed as it fills, and a sealer that restarts writes the same contents again.
+/// **Invariant**: seals are append-only runs of new events; `put` of a seal with the
+/// same (partition, first offset, last offset) replaces it, so a sealer that restarts
+/// and seals a run again writes the same contents (the chain depends on the log alone).
 #[async_trait]
 pub trait SealStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, seal: &Seal) -> Result<(), BackendError>;
