@@ -8,7 +8,7 @@
 #                                                          JMX       127.0.0.1:7199)
 #   (default ports; see the knobs below)
 #
-# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka
+# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka | stop-cassandra
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -19,6 +19,7 @@
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
 #   stop-kafka  stop only the broker (outage tests); `up` starts it again.
+#   stop-cassandra  stop only Cassandra (outage tests); `up` starts it again.
 #
 # Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
 # coreutils and setsid (util-linux). No Docker, no cqlsh, no other downloads.
@@ -590,6 +591,7 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
+    stop-cassandra) stop_one cassandra "$CASS_PID" "$CASS_MAIN" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
