@@ -54,7 +54,10 @@ async fn validators_skewed_by_more_than_the_leeway_accept_no_revoked_or_expired_
     let dir = tempfile::tempdir().unwrap();
     let mut env: HashMap<String, String> = backend_env(Backend::Kafka, dir.path());
     env.extend([
+        // Refresh tokens live no longer than access tokens, so nothing but the
+        // access tokens' expiry keeps the revocation entries.
         ("LEDGER_ACCESS_TTL".to_owned(), "15s".to_owned()),
+        ("LEDGER_REFRESH_IDLE_TTL".to_owned(), "15s".to_owned()),
         ("LEDGER_CLOCK_LEEWAY".to_owned(), format!("{LEEWAY}s")),
         ("LEDGER_REFRESH_GRACE".to_owned(), "2s".to_owned()),
     ]);
