@@ -83,11 +83,11 @@ async fn validators_skewed_by_more_than_the_leeway_accept_no_revoked_or_expired_
     let ahead_app = app_at(Some(&api), ahead.validator.as_deref());
     ahead_app.await_ready().await;
 
-    // One live session (the control), one signed out, one of a subject signed out
-    // everywhere: all minted together.
-    let live = ahead_app.login("lena").await;
+    // One session signed out, one of a subject signed out everywhere, and a live one
+    // (the control), minted last so that its expiry is the latest.
     let signed_out = ahead_app.login("sid").await;
     let everywhere = ahead_app.login("sam").await;
+    let live = ahead_app.login("lena").await;
     let response = ahead_app
         .revoke(str_field(&signed_out, "refresh_token"))
         .await;
