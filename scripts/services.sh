@@ -8,8 +8,8 @@
 #                                                          JMX       127.0.0.1:7199)
 #   (default ports; see the knobs below)
 #
-# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka | pause-kafka
-#        | resume-kafka
+# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka | stop-cassandra
+#        | pause-kafka | resume-kafka
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -20,6 +20,7 @@
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
 #   stop-kafka  stop only the broker (outage tests); `up` starts it again.
+#   stop-cassandra  stop only Cassandra (outage tests); `up` starts it again.
 #   pause-kafka / resume-kafka  SIGSTOP / SIGCONT the broker: a hung broker whose
 #            connections stay open (outage tests).
 #
@@ -605,6 +606,7 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
+    stop-cassandra) stop_one cassandra "$CASS_PID" "$CASS_MAIN" ;;
     pause-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" STOP paused ;;
     resume-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" CONT resumed ;;
     -h | --help | help) usage ;;

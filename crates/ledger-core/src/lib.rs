@@ -34,4 +34,4 @@ pub use family::{FamilyState, Head, Revocation, SubjectRevocation};
 pub use ids::{EventId, Generation, IdError, SessionId, Subject};
 pub use policy::{Policy, PolicyError};
 pub use projection::{FamilyStatus, Projection, RevocationCheck};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, set_test_clock_offset};

@@ -3,6 +3,8 @@
 //!
 //! **API boundary**: only the listener crates use this; the domain never sees HTTP.
 
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod trace;
 

@@ -39,6 +39,10 @@ pub struct FeederConfig {
     /// How long one poll waits; bounds how stale an idle view can look.
     pub poll_wait: Duration,
     pub prune_every: Duration,
+    /// Test only (`LEDGER_FAILPOINT=abort-before-commit`): once the view has been
+    /// caught up, abort the process after applying the next batch's events to the
+    /// view and before recording its positions or declaring it caught up.
+    pub abort_before_commit: bool,
 }
 
 impl Default for FeederConfig {
@@ -48,6 +52,7 @@ impl Default for FeederConfig {
             batch_size: 1000,
             poll_wait: Duration::from_millis(500),
             prune_every: Duration::from_secs(60),
+            abort_before_commit: false,
         }
     }
 }
@@ -103,6 +108,17 @@ impl ViewFeeder {
             };
             match polled {
                 Ok(batch) => {
+                    if self.config.abort_before_commit
+                        && !batch.is_empty()
+                        && self.view.status().caught_up_at.is_some()
+                    {
+                        self.view.apply_events(batch.iter().map(|r| &r.event));
+                        tracing::error!(
+                            events = batch.len(),
+                            "failpoint abort-before-commit: aborting with the batch applied, its positions not recorded"
+                        );
+                        std::process::abort();
+                    }
                     let lag = reader.lag();
                     // Fresh only by the reader's proof that it reached the end of the
                     // log: an empty poll from a reader cut off from the brokers is not.

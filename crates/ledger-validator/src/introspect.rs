@@ -360,4 +360,53 @@ mod tests {
         .await
         .expect("an unknown kid asks for fresh keys");
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1024);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Correctly signed tokens with any time claims, checked at any instant,
+            /// through the cache and against a revoked family: never a panic, and
+            /// never active once revoked.
+            #[test]
+            fn introspection_survives_any_time_claims(
+                iat in any::<i64>(),
+                exp in any::<i64>(),
+                now in any::<i64>(),
+                leeway in 0u64..600,
+            ) {
+                let f = fixture(Duration::from_secs(leeway));
+                let token = f.issuer.mint(&MintAccess {
+                    subject: &Subject::parse("alice").unwrap(),
+                    session_id: f.session,
+                    jti: "j",
+                    issued_at: Timestamp::from_unix_micros(iat),
+                    expires_at: Timestamp::from_unix_micros(exp),
+                    client_id: None,
+                    extra: &Default::default(),
+                });
+                let now = Timestamp::from_unix_micros(now);
+                let _ = f.introspector.introspect(&token, now);
+                let _ = f.introspector.introspect(&token, now);
+                f.revoke();
+                prop_assert!(!f.introspector.introspect(&token, now).is_active());
+            }
+        }
+    }
 }

@@ -47,6 +47,14 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-after-append`).
     pub abort_after_append: bool,
+    /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-before-commit`): the
+    /// projector aborts after the store acknowledged a batch, before committing its
+    /// positions; the validator after applying a batch to its view, before recording
+    /// its positions.
+    pub abort_before_commit: bool,
+    /// Test only (`LEDGER_TEST_CLOCK_OFFSET`): microseconds this process's clock runs
+    /// ahead of the system clock (behind when negative). Refused by release builds.
+    pub test_clock_offset_micros: i64,
     /// Whether the projector role also seals the log (tamper evidence).
     pub sealer: bool,
 }
@@ -135,7 +143,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LEDGER_FAILPOINT",
         "(off)",
-        "fault injection for crash tests: abort-after-append",
+        "test only, fault injection: abort-after-append (api), abort-before-commit (projector, validator)",
+    ),
+    (
+        "LEDGER_TEST_CLOCK_OFFSET",
+        "(off)",
+        "test only, debug builds only: run this process's clock ahead (+7s) or behind (-7s)",
     ),
     ("LEDGER_LOG", "info", "log filter (tracing syntax)"),
     (
@@ -327,16 +340,22 @@ impl Settings {
             }
         };
         let optional = |var: &'static str| get(var).filter(|v| !v.trim().is_empty());
-        let abort_after_append = match optional("LEDGER_FAILPOINT").as_deref() {
-            None => false,
-            Some("abort-after-append") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "LEDGER_FAILPOINT",
-                    other,
-                    "the only failpoint is abort-after-append",
-                ));
-            }
+        let (abort_after_append, abort_before_commit) =
+            match optional("LEDGER_FAILPOINT").as_deref() {
+                None => (false, false),
+                Some("abort-after-append") => (true, false),
+                Some("abort-before-commit") => (false, true),
+                Some(other) => {
+                    return Err(invalid(
+                        "LEDGER_FAILPOINT",
+                        other,
+                        "the failpoints are abort-after-append and abort-before-commit",
+                    ));
+                }
+            };
+        let test_clock_offset_micros = match optional("LEDGER_TEST_CLOCK_OFFSET") {
+            None => 0,
+            Some(v) => test_clock_offset(&v, cfg!(debug_assertions))?,
         };
         let sealer = match value("LEDGER_SEALER") {
             (v, _) if v == "on" => true,
@@ -345,6 +364,8 @@ impl Settings {
         };
         Ok(Settings {
             abort_after_append,
+            abort_before_commit,
+            test_clock_offset_micros,
             sealer,
             backend,
             jwks_url: optional("LEDGER_JWKS_URL"),
@@ -362,6 +383,30 @@ impl Settings {
             read_your_writes: duration("LEDGER_READ_YOUR_WRITES")?,
         })
     }
+}
+
+/// `LEDGER_TEST_CLOCK_OFFSET`: `+7s` or `-7s` (a sign, then a duration of at most an
+/// hour). A skewed clock weakens expiry checks, so only test (debug) builds accept it.
+fn test_clock_offset(v: &str, test_build: bool) -> Result<i64, ConfigError> {
+    const VAR: &str = "LEDGER_TEST_CLOCK_OFFSET";
+    if !test_build {
+        return Err(invalid(
+            VAR,
+            v,
+            "is a test-only setting, refused by release builds",
+        ));
+    }
+    let (sign, magnitude) = match v.trim().split_at_checked(1) {
+        Some(("+", m)) => (1, m),
+        Some(("-", m)) => (-1, m),
+        _ => return Err(invalid(VAR, v, "must start with + or -, e.g. +15s")),
+    };
+    let offset = humantime::parse_duration(magnitude).map_err(|e| invalid(VAR, v, e))?;
+    if offset > Duration::from_secs(3600) {
+        return Err(invalid(VAR, v, "must be at most 1h"));
+    }
+    let micros = i64::try_from(offset.as_micros()).unwrap_or(i64::MAX);
+    Ok(sign * micros)
 }
 
 fn invalid(var: &'static str, value: &str, message: impl std::fmt::Display) -> ConfigError {
@@ -463,6 +508,26 @@ mod tests {
             err.to_string().starts_with("LEDGER_KAFKA_PARTITIONS: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn failpoints_and_the_test_clock_offset_are_checked() {
+        let s = with(&[("LEDGER_FAILPOINT", "abort-before-commit")]).unwrap();
+        assert!(s.abort_before_commit && !s.abort_after_append);
+        let err = with(&[("LEDGER_FAILPOINT", "abort-sometime")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_FAILPOINT: "), "{err}");
+        assert_eq!(with(&[]).unwrap().test_clock_offset_micros, 0);
+        assert_eq!(test_clock_offset("+7s", true), Ok(7_000_000));
+        assert_eq!(test_clock_offset("-1m", true), Ok(-60_000_000));
+        for bad in ["7s", "+2h", "-soon", ""] {
+            let err = test_clock_offset(bad, true).unwrap_err();
+            assert!(
+                err.to_string().starts_with("LEDGER_TEST_CLOCK_OFFSET: "),
+                "{err}"
+            );
+        }
+        let err = test_clock_offset("+7s", false).unwrap_err();
+        assert!(err.to_string().contains("test-only"), "{err}");
     }
 
     #[test]

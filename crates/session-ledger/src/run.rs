@@ -119,6 +119,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             ports.store.clone(),
             ProjectorConfig {
                 group: projector_group(&settings),
+                abort_before_commit: settings.abort_before_commit,
                 ..ProjectorConfig::default()
             },
         );
@@ -238,6 +239,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             ports.store.clone(),
             FeederConfig {
                 projector_group: projector_group(&settings),
+                abort_before_commit: settings.abort_before_commit,
                 ..FeederConfig::default()
             },
         );

@@ -295,6 +295,9 @@ pub struct Process {
     pub child: std::process::Child,
     pub api: Option<String>,
     pub validator: Option<String>,
+    /// The status listener of `session-ledger projector` (read by the outage tests).
+    #[allow(dead_code)]
+    pub projector: Option<String>,
 }
 
 impl Process {
@@ -311,7 +314,7 @@ impl Process {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut api, mut validator) = (None, None);
+        let (mut api, mut validator, mut projector) = (None, None, None);
         loop {
             let line = lines
                 .next()
@@ -321,6 +324,8 @@ impl Process {
                 api = Some(a.to_owned());
             } else if let Some(v) = line.strip_prefix("validator listening on ") {
                 validator = Some(v.to_owned());
+            } else if let Some(p) = line.strip_prefix("projector status listening on ") {
+                projector = Some(p.to_owned());
             } else if line == "ready" {
                 break;
             }
@@ -329,6 +334,7 @@ impl Process {
             child,
             api,
             validator,
+            projector,
         }
     }
 

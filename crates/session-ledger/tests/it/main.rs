@@ -9,6 +9,7 @@ mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod skew;
 mod tamper;
 
 /// Runs each contract test in `lifecycle` against one backend.
