@@ -366,24 +366,34 @@ impl LogReader for KafkaReader {
         let consumer = self.consumer()?;
         self.prove_caught_up();
         let mut out = Vec::new();
+        let mut failed = None;
         if max > 0 {
             // Wait (at most `wait`) for the first record only, then take what is
-            // already queued, so a flowing log is returned without delay.
-            let first = tokio::time::timeout(wait, consumer.recv()).await;
-            if let Ok(first) = first {
-                let message = first.map_err(|e| unavailable("poll", e))?;
-                self.take(&message, &mut out);
-                drop(message);
-                while out.len() < max && self.stuck.is_none() {
-                    match consumer.recv().now_or_never() {
-                        None => break,
-                        Some(Ok(message)) => self.take(&message, &mut out),
-                        Some(Err(e)) => {
-                            // The records already taken are returned; the error shows
-                            // again on the next poll if it persists.
-                            warn!(topic = %self.topic, error = %e, "kafka poll failed after a partial batch");
-                            break;
-                        }
+            // already queued, so a flowing log is returned without delay. Errors
+            // librdkafka queued (brokers down, transport failures) are taken and
+            // remembered until then, not returned one per poll: after an outage their
+            // backlog would otherwise hold the reader back long after the brokers
+            // are back.
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Err(_elapsed) => break,
+                    Ok(Err(e)) => failed = Some(unavailable("poll", e)),
+                    Ok(Ok(message)) => {
+                        self.take(&message, &mut out);
+                        break;
+                    }
+                }
+            }
+            while !out.is_empty() && out.len() < max && self.stuck.is_none() {
+                match consumer.recv().now_or_never() {
+                    None => break,
+                    Some(Ok(message)) => self.take(&message, &mut out),
+                    Some(Err(e)) => {
+                        // The records already taken are returned; the error shows
+                        // again on the next poll if it persists.
+                        warn!(topic = %self.topic, error = %e, "kafka poll failed after a partial batch");
+                        break;
                     }
                 }
             }
@@ -392,7 +402,11 @@ impl LogReader for KafkaReader {
         self.prove_caught_up();
         if out.is_empty() {
             // Nothing read and the brokers unreachable: say so rather than look idle.
-            if let Some(e) = self.stuck_error().or_else(|| self.broker_error()) {
+            if let Some(e) = self
+                .stuck_error()
+                .or(failed)
+                .or_else(|| self.broker_error())
+            {
                 return Err(e);
             }
         }

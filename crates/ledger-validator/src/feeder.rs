@@ -147,6 +147,9 @@ impl ViewFeeder {
                     }
                     failing = true;
                     self.view.set_tail_error(Some(e.to_string()));
+                    // The reader's proof holds whatever the error: publish it.
+                    self.view
+                        .apply(&[], reader.positions(), reader.lag(), reader.caught_up_at());
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_millis(200)) => {}
