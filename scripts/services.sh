@@ -9,6 +9,7 @@
 #   (default ports; see the knobs below)
 #
 # Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka | stop-cassandra
+#        | pause-kafka | resume-kafka
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -20,6 +21,8 @@
 #   status   one line per service: up / down; exit 0 only when both are up.
 #   stop-kafka  stop only the broker (outage tests); `up` starts it again.
 #   stop-cassandra  stop only Cassandra (outage tests); `up` starts it again.
+#   pause-kafka / resume-kafka  SIGSTOP / SIGCONT the broker: a hung broker whose
+#            connections stay open (outage tests).
 #
 # Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
 # coreutils and setsid (util-linux). No Docker, no cqlsh, no other downloads.
@@ -461,6 +464,18 @@ cass_wait() {
 # --------------------------------------------------------------- commands --
 
 # stop_one NAME PIDFILE MAIN_CLASS
+# A hung broker (SIGSTOP): its connections stay open and nothing answers, as with a
+# broker stuck in a long GC pause or behind a half-open network path.
+signal_one() {
+  local name="$1" file="$2" main="$3" signal="$4" done="$5" pid
+  if ! pid="$(pid_of "$file" "$main")"; then
+    log "$name: not running"
+    return 1
+  fi
+  kill -"$signal" "$pid"
+  log "$name: $done (pid $pid)"
+}
+
 stop_one() {
   local name="$1" file="$2" main="$3" pid waited=0 killed=0 tmp
   if ! pid="$(pid_of "$file" "$main")"; then
@@ -592,6 +607,8 @@ main() {
     status) cmd_status ;;
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
     stop-cassandra) stop_one cassandra "$CASS_PID" "$CASS_MAIN" ;;
+    pause-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" STOP paused ;;
+    resume-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" CONT resumed ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

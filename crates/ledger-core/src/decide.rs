@@ -89,13 +89,10 @@ pub fn decide(
             };
             let session = SessionWindow {
                 started_at,
-                expires_at: started_at.saturating_add(ctx.policy.session_max_ttl),
+                expires_at: ctx.policy.deadline(started_at),
             };
             let access_expires_at = access_expiry(ctx, session);
-            let refresh_expires_at = ctx
-                .now
-                .saturating_add(ctx.policy.refresh_idle_ttl)
-                .min(session.expires_at);
+            let refresh_expires_at = ctx.policy.refresh_expiry(ctx.now, session.expires_at);
             let kind = EventKind::SessionIssued(SessionIssued {
                 client_id,
                 claims,
@@ -149,10 +146,8 @@ pub fn decide(
                     return Err(DomainError::RefreshExpired);
                 }
                 let next = head.generation.next();
-                let refresh_expires_at = ctx
-                    .now
-                    .saturating_add(ctx.policy.refresh_idle_ttl)
-                    .min(state.window.expires_at);
+                let refresh_expires_at =
+                    ctx.policy.refresh_expiry(ctx.now, state.window.expires_at);
                 let id = EventId::derived(session_id, "refreshed", next);
                 return Ok(vec![refreshed(
                     next,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::seal::Seal;
-use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation};
+use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
 
 /// Errors from a backend, kept opaque to the domain: the caller can only retry later.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,9 @@ pub enum StartFrom {
 #[async_trait]
 pub trait LogReader: Send + std::fmt::Debug {
     /// Up to `max` records after the reader's position, waiting at most `wait` for the
-    /// first one. An empty batch means the reader had caught up when it returned.
+    /// first one. An empty batch proves nothing (the log may be unreachable): see
+    /// [`LogReader::caught_up_at`]. An error says the log could not be read; the reader
+    /// may be polled again.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError>;
 
     /// Records that everything up to `next` (the next offset to read, per partition)
@@ -71,6 +73,14 @@ pub trait LogReader: Send + std::fmt::Debug {
 
     /// Events in the log not yet read, when known.
     fn lag(&self) -> Option<u64>;
+
+    /// The latest instant before which every event the log had acknowledged has been
+    /// returned by [`LogReader::poll`]; `None` until the reader has proven it. The
+    /// proof is positive: a Kafka reader whose positions reached the high watermarks it
+    /// fetched from a live broker at that instant, an embedded reader whose read,
+    /// started at that instant, found no more rows. A reader cut off from the log
+    /// proves nothing, so this stops advancing and a view fed by it goes stale.
+    fn caught_up_at(&self) -> Option<Timestamp>;
 }
 
 /// Opens readers on the log and knows consumer groups' checkpoints.
@@ -114,8 +124,9 @@ pub trait HistorySource: Send + Sync + std::fmt::Debug {
 
 /// Where the log's seals are kept (tamper evidence, see [`crate::seal`]).
 ///
-/// **Invariant**: `put` replaces the seal of the same (partition, block): a block is
-/// re-sealed as it fills, and a sealer that restarts writes the same contents again.
+/// **Invariant**: seals are append-only runs of new events; `put` of a seal with the
+/// same (partition, first offset, last offset) replaces it, so a sealer that restarts
+/// and seals a run again writes the same contents (the chain depends on the log alone).
 #[async_trait]
 pub trait SealStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, seal: &Seal) -> Result<(), BackendError>;

@@ -141,6 +141,7 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
         "staleness_ms": s.caught_up_at.map(|t| now.duration_since(t).as_millis()),
         "max_staleness_ms": view.max_staleness().as_millis(),
         "stale": view.staleness(now).is_some(),
+        "tail_error": s.tail_error,
         "families": s.families,
         "subjects": s.subjects,
     }))
@@ -148,11 +149,19 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
 
 async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {
     let view = state.introspector.view();
-    let ready = view.status().bootstrapped && view.staleness(Timestamp::now()).is_none();
-    let status = if ready {
-        StatusCode::OK
+    let s = view.status();
+    // Ready only once the view has provably read the log to the end it saw at start,
+    // and while it stays within the staleness bound.
+    let reason = if !s.bootstrapped {
+        Some("bootstrapping")
+    } else if view.staleness(Timestamp::now()).is_some() {
+        Some("stale")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        None
     };
-    HttpResponse::build(status).json(json!({ "ready": ready }))
+    match reason {
+        None => HttpResponse::Ok().json(json!({ "ready": true })),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": reason, "tail_error": s.tail_error })),
+    }
 }

@@ -181,7 +181,7 @@ mod tests {
         let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
         let (session, issued) = ledger_core::testing::login("alice", now);
         let events = vec![issued];
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         Fixture {
             issuer: AccessTokenIssuer::new(keys, ISS, AUD),
             introspector: Introspector::new(validator, view),
@@ -232,9 +232,12 @@ mod tests {
                 reason: RevokeReason::Logout,
             };
             let revoked = decide(p.family(&self.session), None, revoke, &ctx).unwrap();
-            self.introspector
-                .view()
-                .apply(&records(&revoked), vec![], Some(0));
+            self.introspector.view().apply(
+                &records(&revoked),
+                vec![],
+                Some(0),
+                Some(Timestamp::now()),
+            );
         }
     }
 

@@ -78,6 +78,9 @@ pub struct KafkaSettings {
     pub scylla_nodes: Vec<String>,
     pub keyspace: String,
     pub replication: String,
+    /// This instance's stable name: the projector's consumer-group identity
+    /// (`group.instance.id`), so a restarted projector takes its partitions back at once.
+    pub instance_id: Option<String>,
 }
 
 /// Every variable, with its default, for `--help` and the README.
@@ -199,6 +202,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "replication map of the keyspace when created",
     ),
     (
+        "LEDGER_INSTANCE_ID",
+        "(none)",
+        "stable name of this instance (e.g. a StatefulSet pod): the projector rejoins its consumer group under it at once after a restart",
+    ),
+    (
         "LEDGER_JWKS_URL",
         "(local keys)",
         "validators fetch verification keys from this JWKS",
@@ -305,6 +313,23 @@ impl Settings {
                     v
                 },
                 replication: text("LEDGER_SCYLLA_REPLICATION")?,
+                instance_id: match get("LEDGER_INSTANCE_ID") {
+                    None => None,
+                    Some(v)
+                        if !v.is_empty()
+                            && v.len() <= 200
+                            && v.chars().all(|c| c.is_ascii_graphic()) =>
+                    {
+                        Some(v)
+                    }
+                    Some(v) => {
+                        return Err(invalid(
+                            "LEDGER_INSTANCE_ID",
+                            &v,
+                            "must be 1 to 200 printable characters without spaces",
+                        ));
+                    }
+                },
             }),
             other => {
                 return Err(invalid(

@@ -435,6 +435,7 @@ impl Ports {
                 kafka.partitions = k.partitions;
                 kafka.replication_factor = k.replication_factor;
                 kafka.delivery_timeout = k.delivery_timeout;
+                kafka.group_instance_id = k.instance_id.clone();
                 let log = Arc::new(
                     KafkaLog::connect(kafka)
                         .await

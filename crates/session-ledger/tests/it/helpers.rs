@@ -306,9 +306,9 @@ impl Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
             .arg(command)
+            .env("LEDGER_LOG", "warn")
             .envs(env)
             .envs(extra.iter().copied())
-            .env("LEDGER_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -4,6 +4,7 @@
 mod audit;
 mod crash;
 mod explain;
+mod full_restart;
 mod helpers;
 mod input;
 mod lifecycle;
