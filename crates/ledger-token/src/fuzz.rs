@@ -13,6 +13,9 @@ use crate::{AccessTokenValidator, RefreshTokens, SigningKeys};
 
 const CASES: u32 = 4096;
 
+/// One key pair for every case (generating one per case would dominate the run).
+static KEYS: std::sync::LazyLock<SigningKeys> = std::sync::LazyLock::new(SigningKeys::generate);
+
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -170,8 +173,8 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..600),
         now in any_instant(),
     ) {
-        let keys = SigningKeys::generate();
-        check_access(&validator(&keys), &String::from_utf8_lossy(&bytes), now);
+        let keys = &*KEYS;
+        check_access(&validator(keys), &String::from_utf8_lossy(&bytes), now);
     }
 
     #[test]
@@ -189,14 +192,14 @@ proptest! {
         signature in prop::collection::vec(any::<u8>(), 0..80),
         now in any_instant(),
     ) {
-        let keys = SigningKeys::generate();
+        let keys = &*KEYS;
         let token = format!(
             "{}.{}.{}",
             B64.encode(serde_json::to_vec(&header).unwrap_or_default()),
             B64.encode(serde_json::to_vec(&claims).unwrap_or_default()),
             B64.encode(signature),
         );
-        check_access(&validator(&keys), &token, now);
+        check_access(&validator(keys), &token, now);
     }
 
     /// Correctly signed tokens with any claims: past the signature, every claim check
@@ -206,12 +209,12 @@ proptest! {
         claims in claims(),
         now in any_instant(),
     ) {
-        let keys = SigningKeys::generate();
+        let keys = &*KEYS;
         let (kid, key) = keys.current();
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("at+jwt".into());
         header.kid = Some(kid.to_owned());
         let token = jsonwebtoken::encode(&header, &claims, key).unwrap_or_default();
-        check_access(&validator(&keys), &token, now);
+        check_access(&validator(keys), &token, now);
     }
 }

@@ -51,9 +51,35 @@ fn json() -> impl Strategy<Value = Value> {
 
 /// Valid events of every type, as JSON values.
 fn valid_events() -> Vec<Value> {
-    let now = Timestamp::now();
-    let (_, mut events) = ledger_core::testing::login_and_logout("alice", now);
-    events.push(ledger_core::testing::login("bob", now).1);
+    use ledger_core::{Command, DecideContext, Policy, RevokeReason, SessionId, Subject, decide};
+    let policy = Policy::default();
+    let ctx = DecideContext {
+        now: Timestamp::now(),
+        policy: &policy,
+        region: "fuzz",
+        trace_context: None,
+    };
+    let session_id = SessionId::generate();
+    let open = Command::Open {
+        session_id,
+        subject: Subject::parse("alice").unwrap(),
+        client_id: Some("web".into()),
+        claims: serde_json::Map::new(),
+        access_jti: "j0".into(),
+    };
+    let mut events = decide(None, None, open, &ctx).unwrap();
+    let mut projection = Projection::new();
+    events.iter().for_each(|e| projection.apply(e));
+    let revoke = Command::Revoke {
+        session_id,
+        reason: RevokeReason::Logout,
+    };
+    events.extend(decide(projection.family(&session_id), None, revoke, &ctx).unwrap());
+    events.push(ledger_core::decide_subject_revoke(
+        Subject::parse("bob").unwrap(),
+        RevokeReason::Admin,
+        &ctx,
+    ));
     events
         .iter()
         .map(|e| serde_json::from_slice(&e.to_json()).unwrap())
