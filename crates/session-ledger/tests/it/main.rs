@@ -3,11 +3,14 @@
 
 mod audit;
 mod crash;
+mod credentials;
 mod explain;
 mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod shutdown;
+mod signout;
 mod tamper;
 
 /// Runs each contract test in `lifecycle` against one backend.
