@@ -24,7 +24,9 @@ pub mod seal;
 pub mod testing;
 mod timestamp;
 
-pub use decide::{Command, DecideContext, DomainError, decide, decide_subject_revoke};
+pub use decide::{
+    Command, DecideContext, DomainError, decide, decide_revoke_unseen, decide_subject_revoke,
+};
 pub use event::{
     EVENT_SCHEMA_VERSION, Event, EventKind, RevocationScope, RevokeReason, SessionIssued,
     SessionRefreshed, SessionRevokedAll, SessionWindow, TraceContext,

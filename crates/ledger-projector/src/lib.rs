@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 mod sealer;
 
-pub use sealer::{Sealer, SealerConfig};
+pub use sealer::{Sealer, SealerConfig, SealerHealth};
 
 static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(

@@ -134,6 +134,20 @@ impl std::fmt::Debug for VerificationKeys {
     }
 }
 
+/// Two key sets are equal when they hold the same key ids with the same public keys.
+impl PartialEq for VerificationKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|((ka, (a, _)), (kb, (b, _)))| ka == kb && a == b)
+    }
+}
+
+impl Eq for VerificationKeys {}
+
 impl VerificationKeys {
     pub(crate) fn from_public(keys: impl Iterator<Item = (String, [u8; 32])>) -> Self {
         let keys = keys

@@ -89,13 +89,18 @@ impl Introspector {
         &self.view
     }
 
-    /// Installs new verification keys (rotation) without a restart. Tokens verified
-    /// under the previous keys are verified again.
-    pub fn set_keys(&self, keys: VerificationKeys) {
+    /// Installs new verification keys (rotation) without a restart. When the set
+    /// changed, tokens verified under the previous keys are verified again; the same
+    /// set again (a periodic re-read) keeps the cache. True when the set changed.
+    pub fn set_keys(&self, keys: VerificationKeys) -> bool {
+        if *self.tokens.load().keys() == keys {
+            return false;
+        }
         let mut tokens = AccessTokenValidator::clone(&self.tokens.load());
         tokens.set_keys(keys);
         self.tokens.store(Arc::new(tokens));
         self.cache.invalidate();
+        true
     }
 
     /// How many verified tokens are cached now.
@@ -318,6 +323,20 @@ mod tests {
             f.introspector.introspect(&token, f.now),
             Introspection::Invalid(TokenError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn the_same_key_set_again_keeps_cached_verifications() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        // A periodic JWKS re-read returns the same keys (a fresh copy of them).
+        assert!(!f.introspector.set_keys(f.issuer.keys().verification_keys()));
+        assert_eq!(f.introspector.cached_tokens(), 1);
+        // The same key id with another public key is a change.
+        let rotated = SigningKeys::generate().verification_keys();
+        assert!(f.introspector.set_keys(rotated));
+        assert_eq!(f.introspector.cached_tokens(), 0);
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub struct Settings {
     /// Status and metrics of a projector-only process.
     pub projector_addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The login service's credential (`POST /v1/sessions`, subject revoke, session read).
+    pub login_token: Option<String>,
+    /// Resource servers' credentials (introspection and revocation lookups only).
+    pub introspect_tokens: Vec<String>,
+    /// Deprecated: one credential granting both of the above.
     pub service_token: Option<String>,
     pub issuer: String,
     pub audience: String,
@@ -97,9 +102,19 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "embedded log, projection and keys",
     ),
     (
-        "LEDGER_SERVICE_TOKEN",
+        "LEDGER_LOGIN_TOKEN",
         "(dev: generated)",
-        "bearer credential of the service endpoints",
+        "the login service's credential: open sessions, revoke a subject, read a session",
+    ),
+    (
+        "LEDGER_INTROSPECT_TOKENS",
+        "(dev: generated)",
+        "resource servers' credentials, comma-separated: introspection and revocation lookups",
+    ),
+    (
+        "LEDGER_SERVICE_TOKEN",
+        "(unset)",
+        "deprecated: one credential for both login and introspection",
     ),
     ("LEDGER_ISSUER", "session-ledger", "iss of access tokens"),
     ("LEDGER_AUDIENCE", "session-ledger", "aud of access tokens"),
@@ -212,6 +227,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "validators fetch verification keys from this JWKS",
     ),
     (
+        "LEDGER_JWKS_ALLOW_HTTP",
+        "0",
+        "1 lets LEDGER_JWKS_URL be plain http on a non-loopback address",
+    ),
+    (
         "LEDGER_OTLP_ENDPOINT",
         "(off)",
         "OTLP/gRPC endpoint for traces",
@@ -252,16 +272,35 @@ impl Settings {
                 Ok(v)
             }
         };
-        let service_token = match get("LEDGER_SERVICE_TOKEN") {
-            Some(t) if t.len() < 16 => {
-                return Err(invalid(
-                    "LEDGER_SERVICE_TOKEN",
-                    "<redacted>",
-                    "must be at least 16 characters",
-                ));
+        let secret = |var: &'static str, t: String| {
+            if t.len() < 16 {
+                Err(invalid(var, "<redacted>", "must be at least 16 characters"))
+            } else {
+                Ok(t)
             }
-            t => t,
         };
+        let service_token = get("LEDGER_SERVICE_TOKEN")
+            .map(|t| secret("LEDGER_SERVICE_TOKEN", t))
+            .transpose()?;
+        let login_token = get("LEDGER_LOGIN_TOKEN")
+            .map(|t| secret("LEDGER_LOGIN_TOKEN", t))
+            .transpose()?;
+        let introspect_tokens = get("LEDGER_INTROSPECT_TOKENS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| secret("LEDGER_INTROSPECT_TOKENS", t.to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(login) = &login_token
+            && introspect_tokens.contains(login)
+        {
+            return Err(invalid(
+                "LEDGER_INTROSPECT_TOKENS",
+                "<redacted>",
+                "must not contain LEDGER_LOGIN_TOKEN: a resource server's credential must not open sessions",
+            ));
+        }
         let policy = Policy {
             access_ttl: duration("LEDGER_ACCESS_TTL")?,
             refresh_idle_ttl: duration("LEDGER_REFRESH_IDLE_TTL")?,
@@ -368,12 +407,16 @@ impl Settings {
             test_clock_offset_micros,
             sealer,
             backend,
-            jwks_url: optional("LEDGER_JWKS_URL"),
+            jwks_url: optional("LEDGER_JWKS_URL")
+                .map(|url| jwks_url(url, value("LEDGER_JWKS_ALLOW_HTTP").0))
+                .transpose()?,
             otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),
             api_addr: addr("LEDGER_API_ADDR")?,
             validator_addr: addr("LEDGER_VALIDATOR_ADDR")?,
             projector_addr: addr("LEDGER_PROJECTOR_ADDR")?,
             data_dir: PathBuf::from(text("LEDGER_DATA_DIR")?),
+            login_token,
+            introspect_tokens,
             service_token,
             issuer: text("LEDGER_ISSUER")?,
             audience: text("LEDGER_AUDIENCE")?,
@@ -407,6 +450,36 @@ fn test_clock_offset(v: &str, test_build: bool) -> Result<i64, ConfigError> {
     }
     let micros = i64::try_from(offset.as_micros()).unwrap_or(i64::MAX);
     Ok(sign * micros)
+}
+
+/// `LEDGER_JWKS_URL`: https, or http on a loopback address or with
+/// `LEDGER_JWKS_ALLOW_HTTP=1` (the keys decide which tokens are genuine).
+fn jwks_url(url: String, allow_http: String) -> Result<String, ConfigError> {
+    let allow_http = match allow_http.as_str() {
+        "1" => true,
+        "0" | "" => false,
+        other => return Err(invalid("LEDGER_JWKS_ALLOW_HTTP", other, "must be 0 or 1")),
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| invalid("LEDGER_JWKS_URL", &url, e))?;
+    let loopback = match parsed.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(url),
+        "http" if loopback || allow_http => Ok(url),
+        "http" => Err(invalid(
+            "LEDGER_JWKS_URL",
+            &url,
+            "must be https (plain http only for a loopback address, or with LEDGER_JWKS_ALLOW_HTTP=1)",
+        )),
+        _ => Err(invalid("LEDGER_JWKS_URL", &url, "must be an https URL")),
+    }
 }
 
 fn invalid(var: &'static str, value: &str, message: impl std::fmt::Display) -> ConfigError {
@@ -471,6 +544,84 @@ mod tests {
         assert!(
             !err.to_string().contains("short"),
             "the secret is not echoed"
+        );
+    }
+
+    #[test]
+    fn credentials_are_split_and_each_checked() {
+        let s = with(&[
+            ("LEDGER_LOGIN_TOKEN", "login-token-0123456789"),
+            (
+                "LEDGER_INTROSPECT_TOKENS",
+                "rs-one-0123456789abcdef, rs-two-0123456789abcdef,",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.login_token.as_deref(), Some("login-token-0123456789"));
+        assert_eq!(
+            s.introspect_tokens,
+            ["rs-one-0123456789abcdef", "rs-two-0123456789abcdef"]
+        );
+        let err =
+            with(&[("LEDGER_INTROSPECT_TOKENS", "long-enough-0123456789,short")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_INTROSPECT_TOKENS: "),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret is not echoed"
+        );
+        let err = with(&[
+            ("LEDGER_LOGIN_TOKEN", "same-token-0123456789"),
+            ("LEDGER_INTROSPECT_TOKENS", "same-token-0123456789"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_INTROSPECT_TOKENS: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_jwks_is_fetched_over_https_unless_on_this_host_or_allowed() {
+        let url = |u: &str| with(&[("LEDGER_JWKS_URL", u)]).map(|s| s.jwks_url);
+        for ok in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/.well-known/jwks.json",
+            "http://localhost:8080/.well-known/jwks.json",
+            "http://[::1]:8080/.well-known/jwks.json",
+        ] {
+            assert_eq!(url(ok), Ok(Some(ok.to_owned())));
+        }
+        for refused in [
+            "http://api.internal:8080/.well-known/jwks.json",
+            "http://10.0.0.7/.well-known/jwks.json",
+            "http://127.0.0.1.evil.example/jwks.json",
+            "ftp://issuer.example/jwks.json",
+            "file:///etc/jwks.json",
+            "not a url",
+        ] {
+            let err = url(refused).unwrap_err();
+            assert!(err.to_string().starts_with("LEDGER_JWKS_URL: "), "{err}");
+        }
+        let allowed = with(&[
+            ("LEDGER_JWKS_URL", "http://api.internal:8080/jwks.json"),
+            ("LEDGER_JWKS_ALLOW_HTTP", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            allowed.jwks_url.as_deref(),
+            Some("http://api.internal:8080/jwks.json")
+        );
+        let err = with(&[
+            ("LEDGER_JWKS_URL", "https://issuer.example/jwks.json"),
+            ("LEDGER_JWKS_ALLOW_HTTP", "yes"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_JWKS_ALLOW_HTTP: "),
+            "{err}"
         );
     }
 
