@@ -9,7 +9,8 @@
 #   (default ports; see the knobs below)
 #
 # Usage: scripts/services.sh up [--fresh] [--regions 2] | down | status [--regions 2]
-#        | stop-kafka | stop-mirror | start-mirror | down-regions
+#        | stop-kafka | stop-cassandra | pause-kafka | resume-kafka
+#        | stop-mirror | start-mirror | down-regions
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -20,6 +21,9 @@
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
 #   stop-kafka  stop only the broker (outage tests); `up` starts it again.
+#   stop-cassandra  stop only Cassandra (outage tests); `up` starts it again.
+#   pause-kafka / resume-kafka  SIGSTOP / SIGCONT the broker: a hung broker whose
+#            connections stay open (outage tests).
 #   --regions 2 also a second region: the default Kafka is region "east", a second
 #            one-node KRaft cluster is region "west" (127.0.0.1:9192, controller
 #            9193, state under $LEDGER_SERVICES_HOME/west), and MirrorMaker 2
@@ -494,6 +498,18 @@ cass_wait() {
 # --------------------------------------------------------------- commands --
 
 # stop_one NAME PIDFILE MAIN_CLASS
+# A hung broker (SIGSTOP): its connections stay open and nothing answers, as with a
+# broker stuck in a long GC pause or behind a half-open network path.
+signal_one() {
+  local name="$1" file="$2" main="$3" signal="$4" done="$5" pid
+  if ! pid="$(pid_of "$file" "$main")"; then
+    log "$name: not running"
+    return 1
+  fi
+  kill -"$signal" "$pid"
+  log "$name: $done (pid $pid)"
+}
+
 stop_one() {
   local name="$1" file="$2" main="$3" pid waited=0 killed=0 tmp
   if ! pid="$(pid_of "$file" "$main")"; then
@@ -744,6 +760,9 @@ main() {
     # Internal (the west region runs this script with its own home and ports).
     up-kafka) cmd_up_kafka ;;
     status-kafka) cmd_status_kafka ;;
+    stop-cassandra) stop_one cassandra "$CASS_PID" "$CASS_MAIN" ;;
+    pause-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" STOP paused ;;
+    resume-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" CONT resumed ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

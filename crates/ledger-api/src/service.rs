@@ -10,7 +10,7 @@ use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionFence,
 use ledger_core::{
     Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
     Policy, RevokeReason, SessionId, Subject, SubjectRevocation, Timestamp, TraceContext, decide,
-    decide_subject_revoke,
+    decide_revoke_unseen, decide_subject_revoke,
 };
 use ledger_token::{
     AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, RefreshTokens,
@@ -195,6 +195,12 @@ impl SessionService {
     ) -> Result<Grant, SessionError> {
         let subject = Subject::parse(request.subject)
             .map_err(|e| SessionError::InvalidRequest(e.to_string()))?;
+        if subject.is_unknown() {
+            return Err(SessionError::InvalidRequest(format!(
+                "subject {} is reserved",
+                Subject::UNKNOWN
+            )));
+        }
         let client_id = request.client_id.map(validate_client_id).transpose()?;
         let claims = validate_claims(request.claims)?;
         let session_id = SessionId::generate();
@@ -284,40 +290,57 @@ impl SessionService {
         hint: Option<&str>,
         trace: Option<TraceContext>,
     ) -> Result<(), SessionError> {
-        let as_refresh = || self.refresh_tokens.parse(token).ok().map(|(id, _)| id);
-        let as_access = || {
-            self.access_validator
-                .validate(token, Timestamp::now())
+        // A refresh token names the family only; an access token also its subject.
+        let as_refresh = || {
+            self.refresh_tokens
+                .parse(token)
                 .ok()
-                .and_then(|c| c.session_id().ok())
+                .map(|(id, _)| (id, None))
         };
-        let session_id = if hint == Some("access_token") {
+        let as_access = || {
+            let claims = self
+                .access_validator
+                .validate(token, Timestamp::now())
+                .ok()?;
+            let id = claims.session_id().ok()?;
+            Some((id, Subject::parse(claims.sub.as_str()).ok()))
+        };
+        let named = if hint == Some("access_token") {
             as_access().or_else(as_refresh)
         } else {
             as_refresh().or_else(as_access)
         };
-        let Some(session_id) = session_id else {
+        let Some((session_id, subject)) = named else {
             return Ok(());
         };
-        self.revoke_session(session_id, RevokeReason::Logout, trace)
+        self.revoke_session(session_id, subject, RevokeReason::Logout, trace)
             .await
     }
 
-    /// Revokes one family (signout, or an operator).
+    /// Revokes one family (signout, or an operator), named by a verified token.
+    /// `subject` is the token's `sub` when the token carries one.
     pub async fn revoke_session(
         &self,
         session_id: SessionId,
+        subject: Option<Subject>,
         reason: RevokeReason,
         trace: Option<TraceContext>,
     ) -> Result<(), SessionError> {
         let _guard = self.lock(session_id).await;
         let Some(state) = self.family(session_id).await? else {
-            // Nothing to revoke, unless the family is too new to have been projected:
-            // then answering 200 would lose the signout.
-            return match self.unknown_family(session_id, || SessionError::NotFound) {
-                SessionError::NotFound => Ok(()),
-                e => Err(e),
-            };
+            // The projection does not know the family (it lags, or the family is long
+            // gone): the revocation is appended all the same. The state is a join, so
+            // it revokes the family once its other events are merged, and is harmless
+            // otherwise. Answering 200 without it would drop the signout.
+            let event = decide_revoke_unseen(
+                session_id,
+                subject,
+                reason,
+                &self.ctx(Timestamp::now(), trace),
+            );
+            self.append(std::slice::from_ref(&event)).await?;
+            tracing::info!(%session_id, reason = reason.as_str(), "session revoked before its state was seen");
+            return Ok(());
         };
         let subject_revocation = self.subject_revocation(&state.subject).await?;
         let command = Command::Revoke { session_id, reason };

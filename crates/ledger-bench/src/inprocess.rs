@@ -76,7 +76,7 @@ pub fn populate(n: usize, now: Timestamp) -> Population {
             .collect();
         view.apply_events(&events);
     }
-    view.apply(&[], vec![], Some(0));
+    view.apply(&[], vec![], Some(0), Some(Timestamp::now()));
     let counted_bytes = ALLOCATOR.allocated().saturating_sub(before);
     let build = started.elapsed();
     let accounted_bytes = view.heap_bytes();

@@ -18,7 +18,10 @@ use tokio::net::TcpStream;
 
 use crate::report::{Latencies, progress};
 
-const SERVICE_TOKEN: &str = "bench-service-token-0123456789";
+/// The login service's credential (opens sessions).
+const LOGIN_TOKEN: &str = "bench-login-token-0123456789";
+/// A resource server's credential (introspects).
+const INTROSPECT_TOKEN: &str = "bench-introspect-token-0123456789";
 
 /// The service, running in this process.
 #[derive(Debug)]
@@ -54,7 +57,8 @@ impl App {
             ("LEDGER_VALIDATOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_PROJECTOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_DATA_DIR", data.path().display().to_string()),
-            ("LEDGER_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()),
+            ("LEDGER_LOGIN_TOKEN", LOGIN_TOKEN.to_owned()),
+            ("LEDGER_INTROSPECT_TOKENS", INTROSPECT_TOKEN.to_owned()),
         ]);
         env.extend(extra.iter().cloned());
         let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
@@ -111,7 +115,12 @@ impl Conn {
             .header(header::HOST, &self.host)
             .header(header::CONTENT_TYPE, content_type);
         if service {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {SERVICE_TOKEN}"));
+            let token = if path.starts_with("/oauth2/introspect") {
+                INTROSPECT_TOKEN
+            } else {
+                LOGIN_TOKEN
+            };
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let response = self
             .sender

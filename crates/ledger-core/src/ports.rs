@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::seal::Seal;
-use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation};
+use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
 
 /// Errors from a backend, kept opaque to the domain: the caller can only retry later.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,9 @@ pub enum StartFrom {
 #[async_trait]
 pub trait LogReader: Send + std::fmt::Debug {
     /// Up to `max` records after the reader's position, waiting at most `wait` for the
-    /// first one. An empty batch means the reader had caught up when it returned.
+    /// first one. An empty batch proves nothing (the log may be unreachable): see
+    /// [`LogReader::caught_up_at`]. An error says the log could not be read; the reader
+    /// may be polled again.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError>;
 
     /// Records that everything up to `next` (the next offset to read, per partition)
@@ -71,6 +73,14 @@ pub trait LogReader: Send + std::fmt::Debug {
 
     /// Events in the log not yet read, when known.
     fn lag(&self) -> Option<u64>;
+
+    /// The latest instant before which every event the log had acknowledged has been
+    /// returned by [`LogReader::poll`]; `None` until the reader has proven it. The
+    /// proof is positive: a Kafka reader whose positions reached the high watermarks it
+    /// fetched from a live broker at that instant, an embedded reader whose read,
+    /// started at that instant, found no more rows. A reader cut off from the log
+    /// proves nothing, so this stops advancing and a view fed by it goes stale.
+    fn caught_up_at(&self) -> Option<Timestamp>;
 }
 
 /// Read-after-write for API instances that share one projection: several instances of

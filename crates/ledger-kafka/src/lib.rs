@@ -70,6 +70,14 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings for readers and [`LogSource::committed`] (applied
     /// last).
     pub consumer_settings: Vec<(String, String)>,
+    /// This instance's stable name (`group.instance.id`, static membership): a group
+    /// member restarted under the same name takes its partitions back at once, instead
+    /// of waiting for the killed member's session to time out. Unique per member of
+    /// a group; `None` joins with a fresh identity each time.
+    pub group_instance_id: Option<String>,
+    /// `session.timeout.ms` of group members: how long a member that stopped
+    /// heartbeating (killed) keeps its partitions from the others.
+    pub group_session_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -86,6 +94,8 @@ impl KafkaConfig {
             operation_timeout: Duration::from_secs(10),
             producer_settings: Vec::new(),
             consumer_settings: Vec::new(),
+            group_instance_id: None,
+            group_session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -109,6 +119,15 @@ impl KafkaConfig {
                 "kafka topic needs at least one partition and one replica (got {} and {})",
                 self.partitions, self.replication_factor
             )));
+        }
+        if self
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty() || id.len() > 249)
+        {
+            return Err(BackendError::Other(
+                "kafka group instance id must be 1 to 249 characters".into(),
+            ));
         }
         if self.delivery_timeout.is_zero() || self.operation_timeout.is_zero() {
             return Err(BackendError::Other(
@@ -164,7 +183,24 @@ impl KafkaConfig {
     /// by [`LogReader::commit`], so a rebalance cannot commit past what the caller
     /// processed.
     fn consumer_config(&self, group: &str) -> ClientConfig {
+        self.consumer_config_as(group, false)
+    }
+
+    /// [`KafkaConfig::consumer_config`], for a member that joins `group` when `member`
+    /// is set: static membership when the instance has a name, and the session timeout.
+    fn consumer_config_as(&self, group: &str, member: bool) -> ClientConfig {
         let mut c = self.base();
+        if member {
+            c.set("session.timeout.ms", millis(self.group_session_timeout));
+            // librdkafka wants heartbeats well within the session timeout.
+            c.set(
+                "heartbeat.interval.ms",
+                millis(self.group_session_timeout / 4),
+            );
+            if let Some(id) = &self.group_instance_id {
+                c.set("group.instance.id", id);
+            }
+        }
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

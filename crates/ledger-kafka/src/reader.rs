@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt as _;
-use ledger_core::Event;
 use ledger_core::ports::{BackendError, LogReader, LogRecord, Position, StartFrom};
+use ledger_core::{Event, Timestamp};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -22,6 +22,10 @@ use crate::{
 
 /// How often, at most, a reader asks the brokers for the partitions' watermarks.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
+/// The longest a watermark request may take before the brokers count as unreachable.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// A watermark request unanswered for this long is reported as a read error.
+const UNANSWERED: Duration = Duration::from_secs(2);
 
 type Kafka = StreamConsumer<ReaderContext>;
 
@@ -53,6 +57,8 @@ pub struct KafkaReader {
     /// A record that could not be decoded: the reader stops there, as the embedded log
     /// does, rather than skip an event.
     stuck: Option<(String, String)>,
+    /// See [`LogReader::caught_up_at`].
+    caught_up_at: Option<Timestamp>,
 }
 
 /// Cached low and high watermarks per partition, refreshed in the background.
@@ -60,7 +66,14 @@ pub struct KafkaReader {
 struct Watermarks {
     by_partition: HashMap<u32, (i64, i64)>,
     refreshed_at: Option<Instant>,
-    refreshing: bool,
+    /// Since when a refresh has been running, if one is.
+    refreshing: Option<Instant>,
+    /// When the request behind `by_partition` was sent, if every partition answered:
+    /// the log held no event acknowledged before then above these high watermarks.
+    asked_at: Option<Timestamp>,
+    /// Why the latest refresh failed (the brokers could not be reached, no metadata,
+    /// no leader); cleared by the next complete one.
+    error: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaReader {
@@ -86,7 +99,7 @@ impl KafkaReader {
             ),
         };
         let consumer: Kafka = config
-            .consumer_config(&group)
+            .consumer_config_as(&group, commits)
             .create_with_context(ReaderContext {
                 group: group.clone(),
             })
@@ -103,6 +116,7 @@ impl KafkaReader {
             watermarks: Arc::default(),
             operation_timeout: config.operation_timeout,
             stuck: None,
+            caught_up_at: None,
         };
         let consumer = reader.consumer()?;
         let topics = reader.topics.clone();
@@ -151,6 +165,8 @@ impl KafkaReader {
             StartFrom::Positions(positions) => reader.assign(&consumer, &positions)?,
         }
         debug!(topics = ?reader.topics, group = ?reader.group, next = ?reader.next, "kafka reader opened");
+        // The end of the log as of now: the first proof of being caught up needs it.
+        reader.refresh_watermarks(consumer);
         Ok(reader)
     }
 
@@ -263,10 +279,10 @@ impl KafkaReader {
             let fresh = cache
                 .refreshed_at
                 .is_some_and(|t| t.elapsed() < WATERMARK_REFRESH);
-            if cache.refreshing || fresh {
+            if cache.refreshing.is_some() || fresh {
                 return;
             }
-            cache.refreshing = true;
+            cache.refreshing = Some(Instant::now());
         }
         let cache = self.watermarks.clone();
         let topics = self.topics.clone();
@@ -276,11 +292,13 @@ impl KafkaReader {
             .chain(self.next.keys())
             .copied()
             .collect();
-        let timeout = self.operation_timeout;
+        let timeout = self.operation_timeout.min(WATERMARK_TIMEOUT);
         // Holding the consumer here is fine: if the reader goes away meanwhile, the
         // consumer is closed on this blocking thread.
         tokio::task::spawn_blocking(move || {
+            let asked_at = Timestamp::now();
             let mut fetched = HashMap::with_capacity(partitions.len());
+            let mut error = None;
             for p in partitions {
                 let (lane, partition) = split_partition(p);
                 let Some(topic) = topics.get(lane) else {
@@ -290,15 +308,78 @@ impl KafkaReader {
                     Ok(w) => {
                         fetched.insert(p, w);
                     }
-                    Err(e) => debug!(%topic, partition, error = %e, "kafka watermarks unknown"),
+                    Err(e) => {
+                        // The brokers are likely unreachable: the other partitions
+                        // would only wait as long again.
+                        debug!(%topic, partition, error = %e, "kafka watermarks unknown");
+                        error = Some(format!("watermarks of {topic}/{partition}: {e}"));
+                        break;
+                    }
                 }
             }
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            // A partition whose watermarks could not be fetched has an unknown lag.
-            cache.by_partition = fetched;
+            if error.is_some() {
+                // Unknown watermarks: an unknown lag, and nothing to prove progress by.
+                cache.by_partition.clear();
+                cache.asked_at = None;
+            } else {
+                cache.by_partition = fetched;
+                cache.asked_at = Some(asked_at);
+            }
+            cache.error = error;
             cache.refreshed_at = Some(Instant::now());
-            cache.refreshing = false;
+            cache.refreshing = None;
         });
+    }
+
+    /// The partitions the reader must have read to the end: those it owns as a group
+    /// member (none before its first assignment), every partition otherwise.
+    fn owned(&self) -> Option<Vec<u32>> {
+        if self.group.is_none() {
+            return Some(self.partitions.clone());
+        }
+        let assigned = self.assigned(self.consumer.as_ref()?).ok()?;
+        (!assigned.is_empty()).then(|| assigned.into_iter().collect())
+    }
+
+    /// Moves [`LogReader::caught_up_at`] forward when the positions reached the high
+    /// watermarks of the latest complete watermark request.
+    fn prove_caught_up(&mut self) {
+        let Some(owned) = self.owned() else {
+            return;
+        };
+        let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(asked_at) = cache.asked_at else {
+            return;
+        };
+        if self.caught_up_at >= Some(asked_at) {
+            return;
+        }
+        let at_end = owned.iter().all(|p| {
+            cache
+                .by_partition
+                .get(p)
+                .is_some_and(|&(low, high)| self.next.get(p).copied().unwrap_or(0).max(low) >= high)
+        });
+        if at_end {
+            self.caught_up_at = Some(asked_at);
+        }
+    }
+
+    /// Why the brokers could not be read: the latest watermark request failed, or has
+    /// had no answer for a while (a hung broker keeps its connections open).
+    fn broker_error(&self) -> Option<BackendError> {
+        let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = &cache.error {
+            return Some(unavailable("read", e));
+        }
+        let waiting = cache.refreshing?.elapsed();
+        (waiting >= UNANSWERED).then(|| {
+            unavailable(
+                "read",
+                format!("no answer to a watermark request for {waiting:?}"),
+            )
+        })
     }
 }
 
@@ -326,34 +407,51 @@ impl LogReader for KafkaReader {
             return Err(e);
         }
         let consumer = self.consumer()?;
+        self.prove_caught_up();
         let mut out = Vec::new();
+        let mut failed = None;
         if max > 0 {
             // Wait (at most `wait`) for the first record only, then take what is
-            // already queued, so a flowing log is returned without delay.
-            let first = tokio::time::timeout(wait, consumer.recv()).await;
-            if let Ok(first) = first {
-                let message = first.map_err(|e| unavailable("poll", e))?;
-                self.take(&message, &mut out);
-                drop(message);
-                while out.len() < max && self.stuck.is_none() {
-                    match consumer.recv().now_or_never() {
-                        None => break,
-                        Some(Ok(message)) => self.take(&message, &mut out),
-                        Some(Err(e)) => {
-                            // The records already taken are returned; the error shows
-                            // again on the next poll if it persists.
-                            warn!(topics = ?self.topics, error = %e, "kafka poll failed after a partial batch");
-                            break;
-                        }
+            // already queued, so a flowing log is returned without delay. Errors
+            // librdkafka queued (brokers down, transport failures) are taken and
+            // remembered until then, not returned one per poll: after an outage their
+            // backlog would otherwise hold the reader back long after the brokers
+            // are back.
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Err(_elapsed) => break,
+                    Ok(Err(e)) => failed = Some(unavailable("poll", e)),
+                    Ok(Ok(message)) => {
+                        self.take(&message, &mut out);
+                        break;
+                    }
+                }
+            }
+            while !out.is_empty() && out.len() < max && self.stuck.is_none() {
+                match consumer.recv().now_or_never() {
+                    None => break,
+                    Some(Ok(message)) => self.take(&message, &mut out),
+                    Some(Err(e)) => {
+                        // The records already taken are returned; the error shows
+                        // again on the next poll if it persists.
+                        warn!(topics = ?self.topics, error = %e, "kafka poll failed after a partial batch");
+                        break;
                     }
                 }
             }
         }
         self.refresh_watermarks(consumer);
-        if out.is_empty()
-            && let Some(e) = self.stuck_error()
-        {
-            return Err(e);
+        self.prove_caught_up();
+        if out.is_empty() {
+            // Nothing read and the brokers unreachable: say so rather than look idle.
+            if let Some(e) = self
+                .stuck_error()
+                .or(failed)
+                .or_else(|| self.broker_error())
+            {
+                return Err(e);
+            }
         }
         Ok(out)
     }
@@ -409,19 +507,11 @@ impl LogReader for KafkaReader {
     }
 
     fn lag(&self) -> Option<u64> {
+        // A group member lags only on what it owns; before its first assignment the lag
+        // is unknown, not zero.
+        let partitions = self.owned()?;
         let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
         cache.refreshed_at?;
-        let partitions: Vec<u32> = if self.group.is_some() {
-            // A group member lags only on what it owns; before its first assignment
-            // the lag is unknown, not zero.
-            let assigned = self.assigned(self.consumer.as_ref()?).ok()?;
-            if assigned.is_empty() {
-                return None;
-            }
-            assigned.into_iter().collect()
-        } else {
-            self.partitions.clone()
-        };
         let mut lag = 0u64;
         for p in partitions {
             let &(low, high) = cache.by_partition.get(&p)?;
@@ -429,5 +519,9 @@ impl LogReader for KafkaReader {
             lag = lag.saturating_add(u64::try_from(high.saturating_sub(next)).unwrap_or(0));
         }
         Some(lag)
+    }
+
+    fn caught_up_at(&self) -> Option<Timestamp> {
+        self.caught_up_at
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 mod sealer;
 
-pub use sealer::{Sealer, SealerConfig};
+pub use sealer::{Sealer, SealerConfig, SealerHealth};
 
 static EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
@@ -50,6 +50,10 @@ pub struct ProjectorConfig {
     pub batch_size: usize,
     /// How long one poll waits for the first event.
     pub poll_wait: Duration,
+    /// Test only (`LEDGER_FAILPOINT=abort-before-commit`): abort the process right
+    /// after the store acknowledged the first batch, before its positions are
+    /// committed, the worst moment for a crash.
+    pub abort_before_commit: bool,
 }
 
 impl Default for ProjectorConfig {
@@ -58,6 +62,7 @@ impl Default for ProjectorConfig {
             group: DEFAULT_GROUP.to_owned(),
             batch_size: 1000,
             poll_wait: Duration::from_millis(500),
+            abort_before_commit: false,
         }
     }
 }
@@ -148,6 +153,14 @@ impl Projector {
                     return Ok(());
                 }
                 let positions = reader.positions();
+                if self.config.abort_before_commit {
+                    tracing::error!(
+                        ?positions,
+                        events = batch.len(),
+                        "failpoint abort-before-commit: aborting with the batch written, its positions not committed"
+                    );
+                    std::process::abort();
+                }
                 if let Err(e) = reader.commit(&positions).await {
                     // Not fatal: the batch is re-delivered and merges to the same state.
                     tracing::warn!(error = %e, "projector commit failed");
@@ -294,17 +307,90 @@ mod tests {
         assert_eq!(store.committed(DEFAULT_GROUP).await.unwrap()[0].offset, 26);
     }
 
+    /// Runs a projector of `group` until it has committed `next` (the offset after the
+    /// log's last event), watching that every snapshot of the store on the way holds at
+    /// least `floor` (the store only moves forward). Returns the events it applied.
+    async fn project_watching(store: &Embedded, group: &str, next: u64, floor: &Projection) -> u64 {
+        let shutdown = CancellationToken::new();
+        let projector = Projector::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            ProjectorConfig {
+                group: group.to_owned(),
+                batch_size: 4,
+                ..ProjectorConfig::default()
+            },
+        );
+        let stats = projector.stats();
+        let task = tokio::spawn(projector.run(shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let snapshot = store.snapshot().await.unwrap();
+            let mut joined = snapshot.clone();
+            joined.merge(floor);
+            assert_eq!(joined, snapshot, "the store lost state it held");
+            if store
+                .committed(group)
+                .await
+                .unwrap()
+                .first()
+                .map(|p| p.offset)
+                == Some(next)
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "projector never committed offset {next}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        stats
+            .events_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     #[tokio::test]
     async fn redelivery_after_a_lost_checkpoint_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Embedded::open(dir.path()).unwrap();
-        let events = logins(10);
+        // Families opened in early batches and signed out in later ones, so that
+        // re-delivering the openings after the signouts would undo them if the store
+        // did not merge.
+        let now = Timestamp::now();
+        let leavers: Vec<_> = (0..6)
+            .map(|i| ledger_core::testing::login_and_logout(&format!("leaver{i}"), now).1)
+            .collect();
+        let mut events: Vec<_> = leavers.iter().map(|e| e[0].clone()).collect();
+        events.extend(logins(8));
+        events.extend(leavers.iter().map(|e| e[1].clone()));
         store.append(&events).await.unwrap();
         let mut expected = Projection::new();
         events.iter().for_each(|e| expected.apply(e));
-        // Written, but the crash came before the commit: everything is re-delivered.
-        ProjectionStore::write(&store, &expected).await.unwrap();
-        project_until(&store, &expected).await;
+        let end = events.len() as u64 + 1;
+
+        // A first projector projects the log and commits its checkpoint.
+        let applied = project_watching(&store, "first", end, &Projection::new()).await;
+        assert_eq!(applied, events.len() as u64);
+        let before = store.snapshot().await.unwrap();
+        assert_eq!(before.digest(), expected.digest(), "the log is projected");
+
+        // The checkpoint is lost (a projector under a fresh group starts from the
+        // beginning): everything is re-delivered into a store that already holds it,
+        // while new events arrive. Nothing held may regress, the new events land, and
+        // the checkpoint reaches the end.
+        let later = logins(3);
+        store.append(&later).await.unwrap();
+        later.iter().for_each(|e| expected.apply(e));
+        let end = end + later.len() as u64;
+        let applied = project_watching(&store, "second", end, &before).await;
+        assert_eq!(
+            applied,
+            (events.len() + later.len()) as u64,
+            "everything was re-delivered and applied again"
+        );
         assert_eq!(store.snapshot().await.unwrap().digest(), expected.digest());
     }
 }

@@ -170,6 +170,11 @@ impl AccessTokenValidator {
         self.keys = keys;
     }
 
+    /// The keys tokens are verified with.
+    pub fn keys(&self) -> &VerificationKeys {
+        &self.keys
+    }
+
     pub fn validate(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenError> {
         let claims = self.verify_ignoring_time(token)?;
         let now_s = now.unix_seconds();

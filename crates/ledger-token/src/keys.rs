@@ -79,15 +79,18 @@ impl SigningKeys {
 
     /// A fresh key pair held only in memory (tests, benchmarks).
     pub fn generate() -> Self {
+        // PKCS#8-encoding a freshly generated Ed25519 key cannot fail.
         Self::from_secrets(vec![SigningKey::generate(&mut OsRng)])
-            .unwrap_or_else(|_| unreachable!("a fresh key always encodes"))
+            .expect("a fresh Ed25519 key encodes")
     }
 
     pub(crate) fn current(&self) -> (&str, &EncodingKey) {
         let last = self
             .entries
             .last()
-            .unwrap_or_else(|| unreachable!("constructors never build an empty key set"));
+            // `generate` makes one key, `KeyDir::signing_keys` refuses a directory with
+            // none, and nothing removes keys.
+            .expect("a signing key set is never empty");
         (&last.kid, &last.encoding)
     }
 
@@ -130,6 +133,20 @@ impl std::fmt::Debug for VerificationKeys {
         f.debug_list().entries(self.keys.keys()).finish()
     }
 }
+
+/// Two key sets are equal when they hold the same key ids with the same public keys.
+impl PartialEq for VerificationKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|((ka, (a, _)), (kb, (b, _)))| ka == kb && a == b)
+    }
+}
+
+impl Eq for VerificationKeys {}
 
 impl VerificationKeys {
     pub(crate) fn from_public(keys: impl Iterator<Item = (String, [u8; 32])>) -> Self {

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
 use ledger_http::metrics::register;
-use ledger_http::{ApiError, Form, ServiceCredential, no_store_json};
+use ledger_http::{ApiError, Credentials, Form, Scope, no_store_json};
 use prometheus::{IntCounterVec, Opts};
 use serde_json::{Value, json};
 
@@ -26,7 +26,8 @@ static INTROSPECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 #[derive(Clone, Debug)]
 pub struct ValidatorState {
     pub introspector: Introspector,
-    pub credential: ServiceCredential,
+    /// Resource servers' credentials ([`Scope::Introspect`]).
+    pub credentials: Credentials,
 }
 
 /// Registers the validator's routes.
@@ -47,7 +48,7 @@ async fn introspect(
     payload: web::Payload,
     state: web::Data<ValidatorState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Introspect)?;
     let form = Form::read(&req, payload).await?;
     let token = form.require("token")?;
     let outcome = state.introspector.introspect(token, Timestamp::now());
@@ -91,7 +92,7 @@ async fn revocation(
     path: web::Path<String>,
     state: web::Data<ValidatorState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Introspect)?;
     let id = SessionId::parse(&path)
         .map_err(|e| ApiError::invalid_request(format!("session id: {e}")))?;
     let view = state.introspector.view();
@@ -141,6 +142,7 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
         "staleness_ms": s.caught_up_at.map(|t| now.duration_since(t).as_millis()),
         "max_staleness_ms": view.max_staleness().as_millis(),
         "stale": view.staleness(now).is_some(),
+        "tail_error": s.tail_error,
         "families": s.families,
         "subjects": s.subjects,
     }))
@@ -148,11 +150,19 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
 
 async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {
     let view = state.introspector.view();
-    let ready = view.status().bootstrapped && view.staleness(Timestamp::now()).is_none();
-    let status = if ready {
-        StatusCode::OK
+    let s = view.status();
+    // Ready only once the view has provably read the log to the end it saw at start,
+    // and while it stays within the staleness bound.
+    let reason = if !s.bootstrapped {
+        Some("bootstrapping")
+    } else if view.staleness(Timestamp::now()).is_some() {
+        Some("stale")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        None
     };
-    HttpResponse::build(status).json(json!({ "ready": ready }))
+    match reason {
+        None => HttpResponse::Ok().json(json!({ "ready": true })),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": reason, "tail_error": s.tail_error })),
+    }
 }
