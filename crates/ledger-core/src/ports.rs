@@ -1,6 +1,7 @@
 //! The interfaces the domain needs from the outside world (D7). The embedded backend
 //! implements them with SQLite; Kafka and the CQL database implement them in production.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -125,6 +126,29 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
     async fn record_history(&self, events: &[Event]) -> Result<(), BackendError> {
         let _ = events;
         Ok(())
+    }
+
+    /// What the projector calls per batch: keeps `events` for history and merges
+    /// `batch`, like [`Self::record_history`] then [`Self::write`].
+    ///
+    /// `known` holds, for some families of the batch, the state the store holds for
+    /// them now, as the caller last wrote it (the single writer of their log
+    /// partition): a store may merge into those instead of reading the row back. It
+    /// returns the states it now holds for the batch's families, when it knows them
+    /// (empty when it does not), for the caller to pass as `known` next time.
+    ///
+    /// **Invariant**: as `write`, a merge: with `known` empty, or exactly what is
+    /// stored, the stored state ends as stored ⊔ batch.
+    async fn write_batch(
+        &self,
+        batch: &Projection,
+        events: &[Event],
+        known: &HashMap<SessionId, FamilyState>,
+    ) -> Result<Vec<FamilyState>, BackendError> {
+        let _ = known;
+        self.record_history(events).await?;
+        self.write(batch).await?;
+        Ok(Vec::new())
     }
 }
 

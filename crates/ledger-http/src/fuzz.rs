@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::test::TestRequest;
 use proptest::prelude::*;
 
-use crate::{Form, ServiceCredential, trace};
+use crate::{Credentials, Form, Scope, trace};
 
 const CASES: u32 = 4096;
 
@@ -116,7 +116,9 @@ proptest! {
             req = req.insert_header(("tracestate", v));
         }
         let req = req.to_http_request();
-        if let Err(e) = ServiceCredential::new("a-service-credential").check(&req) {
+        let mut credentials = Credentials::new();
+        credentials.grant("a-service-credential", Scope::Login);
+        if let Err(e) = credentials.check(&req, Scope::Login) {
             prop_assert_eq!(e.status.as_u16(), 401);
         }
         let _ = trace::valid_traceparent(&traceparent);

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use helpers::{Backend, Process, SERVICE_TOKEN, TestApp, app_at, backend_env, run_tool};
+use helpers::{
+    Backend, INTROSPECT_TOKEN, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, run_tool,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -113,7 +115,7 @@ async fn client(
         let response = app
             .client
             .post(format!("{}/v1/sessions", app.api))
-            .bearer_auth(SERVICE_TOKEN)
+            .bearer_auth(LOGIN_TOKEN)
             .json(&json!({ "subject": subject }))
             .send()
             .await
@@ -223,7 +225,7 @@ async fn cassandra_outage_under_load_loses_nothing_acknowledged_and_issues_nothi
     let response = app
         .client
         .post(format!("{}/v1/subjects/erin/revoke", app.api))
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(LOGIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -248,7 +250,7 @@ async fn cassandra_outage_under_load_loses_nothing_acknowledged_and_issues_nothi
                         app.validator,
                         s["session_id"].as_str().unwrap()
                     ))
-                    .bearer_auth(SERVICE_TOKEN)
+                    .bearer_auth(INTROSPECT_TOKEN)
                     .send()
                     .await
                     .unwrap()

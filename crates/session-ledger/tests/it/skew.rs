@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use session_ledger::{Roles, Settings, start};
 
-use crate::helpers::{Backend, Process, SERVICE_TOKEN, TestApp, app_at, backend_env, str_field};
+use crate::helpers::{Backend, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, str_field};
 
 const LEEWAY: u64 = 5;
 /// Leeway + 5 s.
@@ -95,7 +95,7 @@ async fn validators_skewed_by_more_than_the_leeway_accept_no_revoked_or_expired_
     let response = ahead_app
         .client
         .post(format!("{api}/v1/subjects/sam/revoke"))
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(LOGIN_TOKEN)
         .send()
         .await
         .unwrap();
