@@ -1,16 +1,37 @@
 #!/usr/bin/env bash
-# Runs the benchmark: builds `ledger-bench` in release, starts a throwaway
-# redis-server on loopback for the baseline (scripts/redis.sh, installs it when
-# missing), runs the benchmark against it, and stops Redis again.
+# Runs the benchmark: builds `ledger-bench` and `session-ledger` in release, starts a
+# throwaway redis-server on loopback for the baseline (scripts/redis.sh, installs it
+# when missing), runs the benchmark against it, then the HTTP rows with external load
+# generators (scripts/bench-http.sh: wrk against `session-ledger dev`,
+# redis-benchmark against the same Redis), and stops Redis again.
 #
 #   scripts/bench.sh [ledger-bench flags]     e.g. --families 1000000 --seconds 5
+#   scripts/bench.sh --regions [N]            the two-region figures instead (below)
 #
-# The table goes to stdout, progress to stderr; `ledger-bench --help` lists the
-# sizes. docs/BENCHMARKS.md records a run.
+# The tables go to stdout, progress to stderr; `ledger-bench --help` lists the
+# sizes, `scripts/bench-http.sh --help` the wrk settings (LEDGER_BENCH_HTTP_ARGS
+# passes flags to it, e.g. "--runs 5"; LEDGER_BENCH_HTTP=off skips it).
+# docs/BENCHMARKS.md records a run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release -p ledger-bench >&2
+# --regions [N]: two regions on loopback (scripts/services.sh up --regions 2: east
+# Kafka 9092, west Kafka 9192, MirrorMaker 2, one Cassandra). Runs the two-region
+# test binary on the real `session-ledger` binaries (debug build, as in CI) with N
+# timed signouts (default 200): it prints the cross-region revocation propagation
+# (east's signout answer -> active:false from west's validator, p50/p99/max) and the
+# convergence time after a link cut of LEDGER_REGION_CUT (default 60s) with traffic in
+# both regions (MirrorMaker stopped, then started).
+if [ "${1:-}" = --regions ]; then
+  samples="${2:-200}"
+  export LEDGER_REGION_CUT="${LEDGER_REGION_CUT:-60s}"
+  scripts/services.sh up --regions 2 >&2
+  LEDGER_REGION_SAMPLES="$samples" cargo test -p session-ledger --test regions \
+    two_regions -- --nocapture 2>&1 | grep -E "propagation|converged|link cut|test result"
+  exit "${PIPESTATUS[0]}"
+fi
+
+cargo build --release -p ledger-bench -p session-ledger >&2
 
 started=0
 stop_redis() {
@@ -35,3 +56,9 @@ else
 fi
 
 target/release/ledger-bench --redis "$url" "${kafka[@]}" "$@"
+
+if [ "${LEDGER_BENCH_HTTP:-on}" != off ]; then
+  echo
+  # shellcheck disable=SC2086 # flags, split on purpose
+  scripts/bench-http.sh --redis "$url" ${LEDGER_BENCH_HTTP_ARGS:-}
+fi

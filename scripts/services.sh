@@ -8,7 +8,9 @@
 #                                                          JMX       127.0.0.1:7199)
 #   (default ports; see the knobs below)
 #
-# Usage: scripts/services.sh up [--fresh] | down | status | stop-kafka
+# Usage: scripts/services.sh up [--fresh] [--regions 2] | down | status [--regions 2]
+#        | stop-kafka | stop-cassandra | pause-kafka | resume-kafka
+#        | stop-mirror | start-mirror | down-regions
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -19,6 +21,21 @@
 #   down     SIGTERM, then SIGKILL after LEDGER_SERVICES_STOP_TIMEOUT seconds.
 #   status   one line per service: up / down; exit 0 only when both are up.
 #   stop-kafka  stop only the broker (outage tests); `up` starts it again.
+#   stop-cassandra  stop only Cassandra (outage tests); `up` starts it again.
+#   pause-kafka / resume-kafka  SIGSTOP / SIGCONT the broker: a hung broker whose
+#            connections stay open (outage tests).
+#   --regions 2 also a second region: the default Kafka is region "east", a second
+#            one-node KRaft cluster is region "west" (127.0.0.1:9192, controller
+#            9193, state under $LEDGER_SERVICES_HOME/west), and MirrorMaker 2
+#            (org.apache.kafka.connect.mirror.MirrorMaker, active-active,
+#            DefaultReplicationPolicy: east's `session-events` arrives in west as
+#            `east.session-events` and back the other way; config in
+#            scripts/services/mm2.properties). Starts only what is missing: a
+#            running east Kafka or Cassandra is used as it is, never restarted.
+#   stop-mirror / start-mirror  cut / restore the link between the regions
+#            (stop / start MirrorMaker 2 only; it resumes where it stopped).
+#   down-regions  stop MirrorMaker 2 and the west broker only (east keeps running).
+#   status --regions 2  also reports west and MirrorMaker; exit 0 only when all are up.
 #
 # Needs: Java 17+ (`java` on PATH or $JAVA_HOME), Maven 3 (`mvn`), bash 4+,
 # coreutils and setsid (util-linux). No Docker, no cqlsh, no other downloads.
@@ -27,6 +44,8 @@
 #   m2/                 Maven local repository used for the fetch (-Dmaven.repo.local)
 #   kafka/{lib,config,data,logs}, kafka/kafka.pid
 #   cassandra/{lib,conf,data,logs}, cassandra/cassandra.pid
+#   west/kafka/...      the second region's broker (--regions 2)
+#   mirror/{lib,mm2.properties,logs}, mirror/mirror.pid   MirrorMaker 2
 #
 # Environment knobs (all optional):
 #   LEDGER_SERVICES_HOME            cache / state directory (see above)
@@ -46,6 +65,14 @@
 #   LEDGER_CQL_PORT                 default 9042
 #   LEDGER_CASSANDRA_STORAGE_PORT   default 7000 (internode)
 #   LEDGER_CASSANDRA_JMX_PORT       default 7199
+#   LEDGER_WEST_KAFKA_PORT          default 9192: the west broker (--regions 2)
+#   LEDGER_MIRROR_TOPICS            topics MirrorMaker 2 replicates (regular
+#                                   expressions, comma-separated), default
+#                                   `session-events,regional-.*` (the default
+#                                   topic and the region tests' topics)
+#   LEDGER_MIRROR_REFRESH_SECONDS   how often MirrorMaker looks for new topics,
+#                                   default 2
+#   LEDGER_MIRROR_HEAP              default 384m
 #   LEDGER_SERVICES_JARS            where the fetched jars and the Maven repository
 #                                   live, default $LEDGER_SERVICES_HOME
 #   With another LEDGER_SERVICES_HOME and other ports (and LEDGER_SERVICES_JARS
@@ -79,6 +106,10 @@ CASS_STORAGE_PORT="${LEDGER_CASSANDRA_STORAGE_PORT:-7000}"
 CASS_JMX_PORT="${LEDGER_CASSANDRA_JMX_PORT:-7199}"
 
 JARS_HOME="${LEDGER_SERVICES_JARS:-$SERVICES_HOME}"
+WEST_KAFKA_PORT="${LEDGER_WEST_KAFKA_PORT:-9192}"
+MIRROR_TOPICS="${LEDGER_MIRROR_TOPICS:-session-events,regional-.*}"
+MIRROR_REFRESH_SECONDS="${LEDGER_MIRROR_REFRESH_SECONDS:-2}"
+MIRROR_HEAP="${LEDGER_MIRROR_HEAP:-384m}"
 M2_REPO="$JARS_HOME/m2"
 
 KAFKA_DIR="$SERVICES_HOME/kafka"
@@ -97,6 +128,13 @@ CASS_DATA="$CASS_DIR/data"
 CASS_LOGS="$CASS_DIR/logs"
 CASS_PID="$CASS_DIR/cassandra.pid"
 CASS_MAIN="org.apache.cassandra.service.CassandraDaemon"
+
+WEST_HOME="$SERVICES_HOME/west"
+MIRROR_DIR="$SERVICES_HOME/mirror"
+MIRROR_LIB="$JARS_HOME/mirror/lib"
+MIRROR_LOGS="$MIRROR_DIR/logs"
+MIRROR_PID="$MIRROR_DIR/mirror.pid"
+MIRROR_MAIN="org.apache.kafka.connect.mirror.MirrorMaker"
 
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 JAVA_VERSION="" # set by check_java
@@ -460,6 +498,18 @@ cass_wait() {
 # --------------------------------------------------------------- commands --
 
 # stop_one NAME PIDFILE MAIN_CLASS
+# A hung broker (SIGSTOP): its connections stay open and nothing answers, as with a
+# broker stuck in a long GC pause or behind a half-open network path.
+signal_one() {
+  local name="$1" file="$2" main="$3" signal="$4" done="$5" pid
+  if ! pid="$(pid_of "$file" "$main")"; then
+    log "$name: not running"
+    return 1
+  fi
+  kill -"$signal" "$pid"
+  log "$name: $done (pid $pid)"
+}
+
 stop_one() {
   local name="$1" file="$2" main="$3" pid waited=0 killed=0 tmp
   if ! pid="$(pid_of "$file" "$main")"; then
@@ -490,6 +540,8 @@ stop_one() {
 }
 
 cmd_down() {
+  # The link and the second region first (when they run), then the default set.
+  if [[ -f "$MIRROR_PID" || -d "$WEST_HOME" ]]; then regions_down; fi
   # Both at once: each takes a few seconds to shut down cleanly.
   stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" &
   local kpid=$!
@@ -499,6 +551,7 @@ cmd_down() {
 
 cmd_status() {
   local rc=0 pid
+  if [[ "${1:-}" == --regions && "${2:-1}" != 1 ]]; then regions_status || rc=1; fi
   if pid="$(pid_of "$KAFKA_PID" "$KAFKA_MAIN")" && tcp_open "$KAFKA_PORT"; then
     log "kafka:     up   (pid $pid, $KAFKA_BOOTSTRAP)"
   elif [[ -n "${pid:-}" ]]; then
@@ -518,25 +571,30 @@ cmd_status() {
 }
 
 cmd_up() {
-  local fresh="${LEDGER_SERVICES_FRESH:-0}" arg
-  for arg in "$@"; do
-    case "$arg" in
+  local fresh="${LEDGER_SERVICES_FRESH:-0}" regions=1
+  while (($#)); do
+    case "$1" in
       --fresh) fresh=1 ;;
-      *) die "unknown option for up: $arg" ;;
+      --regions) regions="${2:-}"; shift ;;
+      --regions=*) regions="${1#--regions=}" ;;
+      *) die "unknown option for up: $1" ;;
     esac
+    shift
   done
 
   if [[ "$fresh" == 1 ]]; then
     cmd_down
-    log "--fresh: wiping data and logs under $KAFKA_DIR and $CASS_DIR"
-    rm -rf "$KAFKA_DATA" "$KAFKA_LOGS" "$CASS_DATA" "$CASS_LOGS"
+    log "--fresh: wiping data and logs under $KAFKA_DIR, $CASS_DIR and $WEST_HOME"
+    rm -rf "$KAFKA_DATA" "$KAFKA_LOGS" "$CASS_DATA" "$CASS_LOGS" "$WEST_HOME/kafka/data" \
+      "$WEST_HOME/kafka/logs" "$MIRROR_LOGS"
   fi
 
   local kafka_running=0 cass_running=0
   pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null && kafka_running=1
   pid_of "$CASS_PID" "$CASS_MAIN" >/dev/null && cass_running=1
   if ((kafka_running && cass_running)) && tcp_open "$KAFKA_PORT" && tcp_open "$CQL_PORT"; then
-    log "already up: kafka $KAFKA_BOOTSTRAP, cassandra 127.0.0.1:$CQL_PORT (nothing to do)"
+    log "already up: kafka $KAFKA_BOOTSTRAP, cassandra 127.0.0.1:$CQL_PORT"
+    regions_up "$regions"
     return 0
   fi
 
@@ -580,6 +638,112 @@ cmd_up() {
   log "kafka: up on $KAFKA_BOOTSTRAP ($(($(now) - t0))s)"
   cass_wait
   log "cassandra: up on 127.0.0.1:$CQL_PORT ($(($(now) - t0))s)"
+  regions_up "$regions"
+}
+
+# ---------------------------------------------------------------- regions --
+
+# west ARGS...: run this script for the west region's broker (its own state
+# directory and ports, the same jars).
+west() {
+  LEDGER_SERVICES_HOME="$WEST_HOME" LEDGER_SERVICES_JARS="$JARS_HOME" \
+    LEDGER_KAFKA_PORT="$WEST_KAFKA_PORT" "${BASH_SOURCE[0]}" "$@"
+}
+
+# Starts this instance's Kafka alone (no Cassandra), unless it runs.
+cmd_up_kafka() {
+  if pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null && tcp_open "$KAFKA_PORT"; then
+    log "kafka: already up on $KAFKA_BOOTSTRAP"
+    return 0
+  fi
+  check_java
+  fetch kafka "$TEMPLATES/kafka-pom.xml" "$KAFKA_LIB" kafka.version "$KAFKA_VERSION"
+  if ! pid_of "$KAFKA_PID" "$KAFKA_MAIN" >/dev/null; then
+    local port
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+      tcp_open "$port" && die "port $port is already in use, but not by our Kafka (no live $KAFKA_PID)"
+    done
+    kafka_configure
+    kafka_start
+  fi
+  kafka_wait
+  log "kafka: up on $KAFKA_BOOTSTRAP"
+}
+
+mirror_start() {
+  if pid_of "$MIRROR_PID" "$MIRROR_MAIN" >/dev/null; then
+    log "mirror: already running"
+    return 0
+  fi
+  check_java
+  fetch kafka "$TEMPLATES/kafka-pom.xml" "$KAFKA_LIB" kafka.version "$KAFKA_VERSION"
+  fetch mirror "$TEMPLATES/mirror-pom.xml" "$MIRROR_LIB" kafka.version "$KAFKA_VERSION"
+  mkdir -p "$MIRROR_DIR" "$MIRROR_LOGS"
+  render "$TEMPLATES/mm2.properties" "$MIRROR_DIR/mm2.properties" \
+    "EAST_PORT=$KAFKA_PORT" "WEST_PORT=$WEST_KAFKA_PORT" "MIRROR_TOPICS=$MIRROR_TOPICS" \
+    "MIRROR_REFRESH_SECONDS=$MIRROR_REFRESH_SECONDS"
+  render "$TEMPLATES/kafka-log4j2.xml" "$MIRROR_DIR/log4j2.xml" "KAFKA_LOG_DIR=$MIRROR_LOGS"
+  log "starting MirrorMaker 2 (east 127.0.0.1:$KAFKA_PORT <-> west 127.0.0.1:$WEST_KAFKA_PORT, topics $MIRROR_TOPICS)"
+  : >"$MIRROR_LOGS/stdout.log"
+  [[ -f "$MIRROR_LOGS/server.log" ]] && mv "$MIRROR_LOGS/server.log" "$MIRROR_LOGS/server.log.prev"
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$MIRROR_PID" \
+    "$JAVA" -Xms128m -Xmx"$MIRROR_HEAP" -XX:+UseSerialGC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="file://$MIRROR_DIR/log4j2.xml" \
+    -cp "$KAFKA_LIB/*:$MIRROR_LIB/*" "$MIRROR_MAIN" "$MIRROR_DIR/mm2.properties" \
+    </dev/null >>"$MIRROR_LOGS/stdout.log" 2>&1 &
+  # Ready = both replication flows created their source connector; remote topics
+  # appear within the refresh interval.
+  local deadline=$(($(now) + START_TIMEOUT)) created
+  while :; do
+    sleep 1
+    if ! pid_of "$MIRROR_PID" "$MIRROR_MAIN" >/dev/null; then
+      tail_log "$MIRROR_LOGS/server.log" "$MIRROR_LOGS/stdout.log"
+      die "MirrorMaker 2 exited during start-up (logs: $MIRROR_LOGS)"
+    fi
+    # One source connector per flow (east->west, west->east).
+    created="$(grep -cs "Finished creating connector MirrorSourceConnector" "$MIRROR_LOGS/server.log" || true)"
+    ((${created:-0} >= 2)) && break
+    if (($(now) >= deadline)); then
+      tail_log "$MIRROR_LOGS/server.log" "$MIRROR_LOGS/stdout.log"
+      die "MirrorMaker 2 did not start within ${START_TIMEOUT}s (logs: $MIRROR_LOGS)"
+    fi
+  done
+  log "mirror: up (logs $MIRROR_LOGS)"
+}
+
+# The second region and the link: west's broker and MirrorMaker 2.
+regions_up() {
+  local regions="$1"
+  [[ "$regions" == 1 ]] && return 0
+  [[ "$regions" == 2 ]] || die "--regions supports 1 or 2, not '$regions'"
+  west up-kafka
+  mirror_start
+}
+
+regions_down() {
+  stop_one mirror "$MIRROR_PID" "$MIRROR_MAIN"
+  if [[ -d "$WEST_HOME" ]]; then west stop-kafka; fi
+}
+
+regions_status() {
+  local rc=0 pid
+  west status-kafka || rc=1
+  if pid="$(pid_of "$MIRROR_PID" "$MIRROR_MAIN")"; then
+    log "mirror:    up   (pid $pid, east 127.0.0.1:$KAFKA_PORT <-> west 127.0.0.1:$WEST_KAFKA_PORT)"
+  else
+    log "mirror:    down"; rc=1
+  fi
+  return "$rc"
+}
+
+cmd_status_kafka() {
+  local pid
+  if pid="$(pid_of "$KAFKA_PID" "$KAFKA_MAIN")" && tcp_open "$KAFKA_PORT"; then
+    log "kafka:     up   (pid $pid, $KAFKA_BOOTSTRAP; $SERVICES_HOME)"
+  else
+    log "kafka:     down ($KAFKA_BOOTSTRAP; $SERVICES_HOME)"; return 1
+  fi
 }
 
 main() {
@@ -588,8 +752,17 @@ main() {
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;
-    status) cmd_status ;;
+    status) cmd_status "$@" ;;
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
+    stop-mirror) stop_one mirror "$MIRROR_PID" "$MIRROR_MAIN" ;;
+    start-mirror) mirror_start ;;
+    down-regions) regions_down ;;
+    # Internal (the west region runs this script with its own home and ports).
+    up-kafka) cmd_up_kafka ;;
+    status-kafka) cmd_status_kafka ;;
+    stop-cassandra) stop_one cassandra "$CASS_PID" "$CASS_MAIN" ;;
+    pause-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" STOP paused ;;
+    resume-kafka) signal_one kafka "$KAFKA_PID" "$KAFKA_MAIN" CONT resumed ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -10,18 +10,28 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/deps.sh
 
 started=0
+regions_started=0
 stop_services() {
   if [ "$started" = 1 ]; then
     scripts/services.sh down || true
+  elif [ "$regions_started" = 1 ]; then
+    # Only the second region and the link, which this run started.
+    scripts/services.sh down-regions || true
   fi
 }
 trap stop_services EXIT
+# Two regions (crates/session-ledger/tests/regions.rs): the default Kafka is "east",
+# a second one "west", linked by MirrorMaker 2.
 if ! scripts/services.sh status >/dev/null 2>&1; then
   started=1
   # Fresh: every test run leaves topics and keyspaces behind, and hundreds of them
   # slow Cassandra and Kafka down run after run. Services already up are used as
   # they are.
-  scripts/services.sh up --fresh
+  scripts/services.sh up --fresh --regions 2
+elif ! scripts/services.sh status --regions 2 >/dev/null 2>&1; then
+  # East and Cassandra run already (and are left alone): start only what is missing.
+  regions_started=1
+  scripts/services.sh up --regions 2
 fi
 
 export LEDGER_KAFKA_BROKERS="${LEDGER_KAFKA_BROKERS:-127.0.0.1:9092}"

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{Event, FamilyStatus, SessionId, TraceContext};
-use ledger_http::{ApiError, Form, ServiceCredential, no_store_json};
+use ledger_http::{ApiError, Credentials, Form, Scope, no_store_json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -19,7 +19,8 @@ const MAX_JSON_BYTES: usize = 16 * 1024;
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub service: Arc<SessionService>,
-    pub credential: ServiceCredential,
+    /// The login service's credential ([`Scope::Login`]).
+    pub credentials: Credentials,
 }
 
 /// Registers the API's routes.
@@ -100,11 +101,12 @@ fn token_response(status: StatusCode, grant: &Grant) -> HttpResponse {
 
 async fn open_session(
     req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<ApiState>,
-    body: web::Json<OpenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
-    let body = body.into_inner();
+    // The caller first; the body is read only for the login service.
+    state.credentials.check(&req, Scope::Login)?;
+    let body: OpenRequest = ledger_http::read_json(&req, payload, MAX_JSON_BYTES).await?;
     let grant = state
         .service
         .open(
@@ -167,7 +169,7 @@ async fn revoke_subject(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Login)?;
     let revocation = state
         .service
         .revoke_subject(&path, trace_context(&req))
@@ -188,7 +190,7 @@ async fn session_status(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Login)?;
     let id = SessionId::parse(&path)
         .map_err(|e| ApiError::invalid_request(format!("session id: {e}")))?;
     let view = state.service.session(id).await?;

@@ -6,11 +6,11 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::time::Duration;
 
 use crate::recent::RecentWrites;
-use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionStore};
+use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionFence, ProjectionStore};
 use ledger_core::{
     Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
     Policy, RevokeReason, SessionId, Subject, SubjectRevocation, Timestamp, TraceContext, decide,
-    decide_subject_revoke,
+    decide_revoke_unseen, decide_subject_revoke,
 };
 use ledger_token::{
     AccessTokenIssuer, AccessTokenValidator, MintAccess, RESERVED_CLAIMS, RefreshTokens,
@@ -136,6 +136,8 @@ pub struct SessionService {
     hasher: RandomState,
     recent_families: RecentWrites<SessionId, FamilyState>,
     recent_subjects: RecentWrites<Subject, SubjectRevocation>,
+    /// Read-after-write across instances (several API instances on one log).
+    fence: Option<Arc<dyn ProjectionFence>>,
 }
 
 impl SessionService {
@@ -163,7 +165,18 @@ impl SessionService {
             hasher: RandomState::new(),
             recent_families: RecentWrites::new(window),
             recent_subjects: RecentWrites::new(window),
+            fence: None,
         }
+    }
+
+    /// Before a refresh decides on a family, waits until the projection holds what
+    /// every instance appended for it (and for its subject) before the request: with
+    /// several API instances behind no sticky routing, a signout on one is then refused
+    /// by a refresh on another.
+    #[must_use]
+    pub fn with_fence(mut self, fence: Arc<dyn ProjectionFence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -182,6 +195,12 @@ impl SessionService {
     ) -> Result<Grant, SessionError> {
         let subject = Subject::parse(request.subject)
             .map_err(|e| SessionError::InvalidRequest(e.to_string()))?;
+        if subject.is_unknown() {
+            return Err(SessionError::InvalidRequest(format!(
+                "subject {} is reserved",
+                Subject::UNKNOWN
+            )));
+        }
         let client_id = request.client_id.map(validate_client_id).transpose()?;
         let claims = validate_claims(request.claims)?;
         let session_id = SessionId::generate();
@@ -218,12 +237,12 @@ impl SessionService {
             SessionError::InvalidGrant("refresh token is invalid".into())
         })?;
         let _guard = self.lock(session_id).await;
-        let Some(state) = self.family(session_id).await? else {
+        let Some(state) = self.fenced_family(session_id).await? else {
             return Err(self.unknown_family(session_id, || {
                 SessionError::InvalidGrant("refresh token is invalid".into())
             }));
         };
-        let subject_revocation = self.subject_revocation(&state.subject).await?;
+        let subject_revocation = self.fenced_subject_revocation(&state.subject).await?;
         let now = Timestamp::now();
         let command = Command::Refresh {
             session_id,
@@ -271,40 +290,57 @@ impl SessionService {
         hint: Option<&str>,
         trace: Option<TraceContext>,
     ) -> Result<(), SessionError> {
-        let as_refresh = || self.refresh_tokens.parse(token).ok().map(|(id, _)| id);
-        let as_access = || {
-            self.access_validator
-                .validate(token, Timestamp::now())
+        // A refresh token names the family only; an access token also its subject.
+        let as_refresh = || {
+            self.refresh_tokens
+                .parse(token)
                 .ok()
-                .and_then(|c| c.session_id().ok())
+                .map(|(id, _)| (id, None))
         };
-        let session_id = if hint == Some("access_token") {
+        let as_access = || {
+            let claims = self
+                .access_validator
+                .validate(token, Timestamp::now())
+                .ok()?;
+            let id = claims.session_id().ok()?;
+            Some((id, Subject::parse(claims.sub.as_str()).ok()))
+        };
+        let named = if hint == Some("access_token") {
             as_access().or_else(as_refresh)
         } else {
             as_refresh().or_else(as_access)
         };
-        let Some(session_id) = session_id else {
+        let Some((session_id, subject)) = named else {
             return Ok(());
         };
-        self.revoke_session(session_id, RevokeReason::Logout, trace)
+        self.revoke_session(session_id, subject, RevokeReason::Logout, trace)
             .await
     }
 
-    /// Revokes one family (signout, or an operator).
+    /// Revokes one family (signout, or an operator), named by a verified token.
+    /// `subject` is the token's `sub` when the token carries one.
     pub async fn revoke_session(
         &self,
         session_id: SessionId,
+        subject: Option<Subject>,
         reason: RevokeReason,
         trace: Option<TraceContext>,
     ) -> Result<(), SessionError> {
         let _guard = self.lock(session_id).await;
         let Some(state) = self.family(session_id).await? else {
-            // Nothing to revoke, unless the family is too new to have been projected:
-            // then answering 200 would lose the signout.
-            return match self.unknown_family(session_id, || SessionError::NotFound) {
-                SessionError::NotFound => Ok(()),
-                e => Err(e),
-            };
+            // The projection does not know the family (it lags, or the family is long
+            // gone): the revocation is appended all the same. The state is a join, so
+            // it revokes the family once its other events are merged, and is harmless
+            // otherwise. Answering 200 without it would drop the signout.
+            let event = decide_revoke_unseen(
+                session_id,
+                subject,
+                reason,
+                &self.ctx(Timestamp::now(), trace),
+            );
+            self.append(std::slice::from_ref(&event)).await?;
+            tracing::info!(%session_id, reason = reason.as_str(), "session revoked before its state was seen");
+            return Ok(());
         };
         let subject_revocation = self.subject_revocation(&state.subject).await?;
         let command = Command::Revoke { session_id, reason };
@@ -428,10 +464,34 @@ impl SessionService {
         self.recent_families.get(&id)
     }
 
+    /// [`Self::family`] once the fence (if any) says the store holds every
+    /// acknowledged event of it. Refreshes decide on this; a signout does not need it
+    /// (a revocation appended on older state is the same revocation, and a family not
+    /// projected yet is answered by `unknown_family`).
+    async fn fenced_family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
+        if let Some(fence) = &self.fence {
+            fence.await_projected(&Event::family_key(id)).await?;
+        }
+        self.family(id).await
+    }
+
     /// The store's view of a family joined with this instance's recent writes.
     async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
         let stored = self.store.family(id).await?;
         Ok(self.recent_families.over(&id, stored))
+    }
+
+    /// [`Self::subject_revocation`] behind the fence. Logins do without: a subject
+    /// revocation covers the families opened up to it, so one racing with a login need
+    /// not cover that login.
+    async fn fenced_subject_revocation(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, SessionError> {
+        if let Some(fence) = &self.fence {
+            fence.await_projected(&Event::subject_key(subject)).await?;
+        }
+        self.subject_revocation(subject).await
     }
 
     async fn subject_revocation(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::{
     EVENT_SCHEMA_VERSION, Event, EventId, EventKind, Generation, RevocationScope, RevokeReason,
-    SessionId, SessionRevokedAll, SessionWindow, Subject, Timestamp,
+    SessionId, SessionIssued, SessionRevokedAll, SessionWindow, Subject, Timestamp,
 };
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, MintAccess, SigningKeys};
 use ledger_validator::{Introspection, Introspector, RevocationView, Verdict};
@@ -76,7 +76,7 @@ pub fn populate(n: usize, now: Timestamp) -> Population {
             .collect();
         view.apply_events(&events);
     }
-    view.apply(&[], vec![], Some(0));
+    view.apply(&[], vec![], Some(0), Some(Timestamp::now()));
     let counted_bytes = ALLOCATOR.allocated().saturating_sub(before);
     let build = started.elapsed();
     let accounted_bytes = view.heap_bytes();
@@ -90,6 +90,65 @@ pub fn populate(n: usize, now: Timestamp) -> Population {
         accounted_bytes,
         build,
     }
+}
+
+/// A login event of a live family.
+fn login_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
+    let later = |s| now.saturating_add(Duration::from_secs(s));
+    Event {
+        event_id: EventId::random(),
+        schema_version: EVENT_SCHEMA_VERSION,
+        session_id: Some(id),
+        subject: Subject::parse(subject)
+            .unwrap_or_else(|_| unreachable!("bench subjects are valid")),
+        generation: Some(Generation::INITIAL),
+        occurred_at: now,
+        region: "bench".into(),
+        trace_context: None,
+        kind: EventKind::SessionIssued(SessionIssued {
+            client_id: Some("bench".into()),
+            claims: Default::default(),
+            session: SessionWindow {
+                started_at: now,
+                expires_at: later(30 * 86_400),
+            },
+            access_jti: EventId::random().to_string(),
+            access_expires_at: later(900),
+            refresh_expires_at: later(86_400),
+            retain_until: later(86_400 + 40),
+        }),
+    }
+}
+
+/// The memory a view keeps per family on a realistic mix: `n` families, one in
+/// `one_revoked_in` signed out, the others live (the view keeps both: a live entry
+/// anchors subject-wide revocations). Returns (bytes counted by the allocator,
+/// revoked families).
+pub fn mixed_memory(n: usize, one_revoked_in: usize, now: Timestamp) -> (usize, usize) {
+    progress(&format!(
+        "building a view of {n} families, one in {one_revoked_in} revoked"
+    ));
+    let before = ALLOCATOR.allocated();
+    let view = RevocationView::new(Duration::from_secs(3600));
+    let mut revoked = 0;
+    for start in (0..n).step_by(100_000) {
+        let events: Vec<Event> = (start..(start + 100_000).min(n))
+            .map(|i| {
+                let id = SessionId::generate();
+                if i % one_revoked_in == 0 {
+                    revoked += 1;
+                    revocation_event(id, &subject(i), now)
+                } else {
+                    login_event(id, &subject(i), now)
+                }
+            })
+            .collect();
+        view.apply_events(&events);
+    }
+    view.apply(&[], vec![], Some(0), Some(Timestamp::now()));
+    let counted = ALLOCATOR.allocated().saturating_sub(before);
+    drop(view);
+    (counted, revoked)
 }
 
 /// What one lookup asks: a family, its subject's index.

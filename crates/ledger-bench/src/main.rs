@@ -179,7 +179,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         }),
         redis_per_core.map_or("—".into(), |r| {
             format!(
-                "{} (shared `check`: {})",
+                "{} (shared `check`: {}); in-process call vs network round trip",
                 ratio(lookups.per_core(), r),
                 ratio(shared.per_core(), r)
             )
@@ -187,11 +187,29 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
     );
     check_half(lookups.revoked, lookups.operations, "lookups")?;
     check_half(shared.revoked, shared.operations, "lookups")?;
+    if let Some(l) = &redis_exists {
+        check_half(l.hits, l.operations, "Redis EXISTS")?;
+    }
     let mostly_live = inprocess::queries(&population, 1 << 20, 100);
     let live_reader =
         inprocess::lookups(&population.view, &mostly_live, threads, cli.seconds, false);
     let live_shared =
         inprocess::lookups(&population.view, &mostly_live, threads, cli.seconds, true);
+    check_share(live_reader.revoked, live_reader.operations, 0.01, "lookups")?;
+    check_share(live_shared.revoked, live_shared.operations, 0.01, "lookups")?;
+    // The same mix against Redis: its own run, its own hit share.
+    let mut redis_live = None;
+    if let Some(redis) = &redis {
+        let keys: Arc<Vec<String>> =
+            Arc::new(mostly_live.iter().map(|q| q.id.to_string()).collect());
+        progress(&format!(
+            "Redis EXISTS, 1 in 100 revoked, at {} connections for {} s",
+            cli.concurrency, cli.seconds
+        ));
+        let load = redis.exists(keys, cli.concurrency, cli.seconds).await?;
+        check_share(load.hits, load.operations, 0.01, "Redis EXISTS")?;
+        redis_live = Some(load);
+    }
     drop(mostly_live);
     table.push(
         "1",
@@ -199,13 +217,24 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             "revocation lookups in-process, {} revoked families (1 lookup in 100 hits one)",
             cli.families
         ),
-        lookup_figures(&live_reader, &live_shared),
-        redis_per_core.map_or_else(not_run, |r| {
-            rate(r, "EXISTS").replace("/s", "/s per core (as above)")
-        }),
-        redis_per_core.map_or("—".into(), |r| {
+        format!(
+            "{}; {:.2} % of answers revoked",
+            lookup_figures(&live_reader, &live_shared),
+            100.0 * live_reader.revoked as f64 / live_reader.operations.max(1) as f64
+        ),
+        redis_live.as_mut().map_or_else(not_run, |l| {
             format!(
-                "{} (shared `check`: {})",
+                "{} per core ({} total; {}); {:.2} % of EXISTS hit",
+                rate(l.per_second() / cores as f64, "EXISTS"),
+                rate(l.per_second(), "EXISTS"),
+                l.latencies.p50_p99(),
+                100.0 * l.hits as f64 / l.operations.max(1) as f64
+            )
+        }),
+        redis_live.as_ref().map_or("—".into(), |l| {
+            let r = l.per_second() / cores as f64;
+            format!(
+                "{} (shared `check`: {}); in-process call vs network round trip",
                 ratio(live_reader.per_core(), r),
                 ratio(live_shared.per_core(), r)
             )
@@ -225,6 +254,34 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         redis_bytes.map_or("—".into(), |b| {
             ratio(b, population.counted_bytes as f64 / cli.families as f64)
                 .replace('×', "× smaller")
+        }),
+    );
+
+    let (mixed_bytes, mixed_revoked) = inprocess::mixed_memory(cli.families, 3, now);
+    table.push(
+        "1",
+        format!(
+            "memory per family, {} families of which {} revoked (1 in 3; the others live)",
+            cli.families, mixed_revoked
+        ),
+        format!(
+            "{:.1} B per family counted by the allocator ({:.1} MB in all)",
+            mixed_bytes as f64 / cli.families as f64,
+            mixed_bytes as f64 / 1e6
+        ),
+        redis_bytes.map_or_else(not_run, |b| {
+            format!(
+                "{:.1} MB: only the {mixed_revoked} revoked ids ({b:.1} B per key, as measured above)",
+                b * mixed_revoked as f64 / 1e6
+            )
+        }),
+        redis_bytes.map_or("—".into(), |b| {
+            let redis_total = b * mixed_revoked as f64;
+            if redis_total >= mixed_bytes as f64 {
+                ratio(redis_total, mixed_bytes as f64).replace('×', "× smaller")
+            } else {
+                ratio(mixed_bytes as f64, redis_total).replace('×', "× larger")
+            }
         }),
     );
 
@@ -294,7 +351,12 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             cli.hot_tokens
         ),
         format!("{} per core", rate(repeated.per_core(), "validations")),
-        baseline_text(),
+        verify_exists.as_ref().map_or_else(not_run, |l| {
+            format!(
+                "{} per core: the fresh-token figure — this baseline has no verified-token cache, every call verifies",
+                rate(l.per_second() / cores as f64, "validations")
+            )
+        }),
         baseline_validation.map_or("—".into(), |b| ratio(repeated.per_core(), b)),
     );
     drop(tokens);
@@ -368,6 +430,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
     // Rows 3 to 5: the service over HTTP.
     let app = service::App::start().await?;
     let sessions = service::sessions(&app, cli.sessions).await?;
+    let sessions_ids: Vec<String> = sessions.iter().map(|s| s.0.clone()).collect();
     let access: Arc<Vec<String>> = Arc::new(sessions.into_iter().map(|s| s.1).collect());
     progress(&format!(
         "HTTP introspection at {} connections for {} s",
@@ -400,6 +463,39 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         redis_exists
             .as_ref()
             .map_or("—".into(), |l| ratio(http.per_second(), l.per_second())),
+    );
+    let ids: Arc<Vec<String>> = Arc::new(sessions_ids);
+    progress(&format!(
+        "HTTP revocation lookups at {} connections for {} s",
+        cli.concurrency, cli.seconds
+    ));
+    let mut lookups_http = service::lookup_load(&app, ids, cli.concurrency, cli.seconds).await?;
+    anyhow::ensure!(
+        lookups_http.errors == 0,
+        "{} lookups of live sessions said revoked",
+        lookups_http.errors
+    );
+    table.push(
+        "3",
+        format!(
+            "revocation lookups over HTTP (GET /v1/revocations/{{id}}, keep-alive, hyper client in-process), {} connections — like for like with Redis EXISTS",
+            cli.concurrency
+        ),
+        format!(
+            "{}, {}",
+            rate(lookups_http.per_second(), "req"),
+            lookups_http.latencies.p50_p99()
+        ),
+        redis_exists.as_mut().map_or_else(not_run, |l| {
+            format!(
+                "{} EXISTS over the same loopback, same client runtime, {}",
+                rate(l.per_second(), "req"),
+                l.latencies.p50_p99()
+            )
+        }),
+        redis_exists.as_ref().map_or("—".into(), |l| {
+            ratio(lookups_http.per_second(), l.per_second())
+        }),
     );
     service_rows(
         &mut table,
@@ -535,6 +631,18 @@ fn lookup_figures(reader: &inprocess::Throughput, shared: &inprocess::Throughput
         duration(Duration::from_secs_f64(1.0 / reader.per_core())),
         rate(shared.per_core(), "lookups"),
     )
+}
+
+/// About `share` of the answers must say revoked (within a half of it either way):
+/// otherwise the run measured the wrong mix.
+fn check_share(revoked: u64, total: u64, share: f64, what: &str) -> anyhow::Result<()> {
+    let got = revoked as f64 / total.max(1) as f64;
+    anyhow::ensure!(
+        (share * 0.5..=share * 1.5).contains(&got),
+        "{what}: {revoked} of {total} answers were revoked; expected about {:.1} %",
+        share * 100.0
+    );
+    Ok(())
 }
 
 /// About half the answers must say revoked: otherwise the run measured the wrong thing.

@@ -18,7 +18,10 @@ use tokio::net::TcpStream;
 
 use crate::report::{Latencies, progress};
 
-const SERVICE_TOKEN: &str = "bench-service-token-0123456789";
+/// The login service's credential (opens sessions).
+const LOGIN_TOKEN: &str = "bench-login-token-0123456789";
+/// A resource server's credential (introspects).
+const INTROSPECT_TOKEN: &str = "bench-introspect-token-0123456789";
 
 /// The service, running in this process.
 #[derive(Debug)]
@@ -54,7 +57,8 @@ impl App {
             ("LEDGER_VALIDATOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_PROJECTOR_ADDR", "127.0.0.1:0".to_owned()),
             ("LEDGER_DATA_DIR", data.path().display().to_string()),
-            ("LEDGER_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()),
+            ("LEDGER_LOGIN_TOKEN", LOGIN_TOKEN.to_owned()),
+            ("LEDGER_INTROSPECT_TOKENS", INTROSPECT_TOKEN.to_owned()),
         ]);
         env.extend(extra.iter().cloned());
         let settings = Settings::from_lookup(|k| env.get(k).cloned())?;
@@ -111,7 +115,12 @@ impl Conn {
             .header(header::HOST, &self.host)
             .header(header::CONTENT_TYPE, content_type);
         if service {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {SERVICE_TOKEN}"));
+            let token = if path.starts_with("/oauth2/introspect") {
+                INTROSPECT_TOKEN
+            } else {
+                LOGIN_TOKEN
+            };
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let response = self
             .sender
@@ -203,6 +212,28 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// `GET /v1/revocations/{id}`: whether the family is revoked.
+    pub async fn lookup(&mut self, session_id: &str) -> anyhow::Result<bool> {
+        self.sender.ready().await?;
+        let request = Request::get(format!("/v1/revocations/{session_id}"))
+            .header(header::HOST, &self.host)
+            .header(header::AUTHORIZATION, format!("Bearer {INTROSPECT_TOKEN}"))
+            .body(Full::new(Bytes::new()))?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK {
+            bail!(
+                "lookup answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        Ok(v["revoked"] == true)
+    }
+}
+
 fn field(v: &serde_json::Value, name: &str) -> anyhow::Result<String> {
     v[name]
         .as_str()
@@ -215,6 +246,7 @@ pub struct HttpLoad {
     pub requests: u64,
     pub elapsed: Duration,
     pub latencies: Latencies,
+    /// Answers that were not the expected one (inactive tokens, revoked lookups).
     pub errors: u64,
 }
 
@@ -290,6 +322,56 @@ pub async fn introspection_load(
         let (lat, e) = done??;
         latencies.merge(lat);
         errors += e;
+    }
+    Ok(HttpLoad {
+        requests: latencies.len() as u64,
+        elapsed: started.elapsed(),
+        latencies,
+        errors,
+    })
+}
+
+/// Row 3, like for like with Redis `EXISTS`: `concurrency` connections asking
+/// `GET /v1/revocations/{id}` of `ids` round robin for `seconds` (a lookup of one
+/// family over the network, answered from the validator's view).
+pub async fn lookup_load(
+    app: &App,
+    ids: Arc<Vec<String>>,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<HttpLoad> {
+    let mut conns = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        conns.push(Conn::open(app.validator).await?);
+    }
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.lookup(&ids[i % ids.len()]).await?;
+    }
+    let budget = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let ids = ids.clone();
+        workers.spawn(async move {
+            let mut lat = Latencies::with_capacity(1 << 16);
+            let mut revoked = 0u64;
+            let mut i = w;
+            let begun = Instant::now();
+            while begun.elapsed() < budget {
+                let t = Instant::now();
+                revoked += u64::from(conn.lookup(&ids[i % ids.len()]).await?);
+                lat.record(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok((lat, revoked))
+        });
+    }
+    let mut latencies = Latencies::default();
+    let mut errors = 0;
+    while let Some(done) = workers.join_next().await {
+        let (lat, revoked) = done??;
+        latencies.merge(lat);
+        errors += revoked;
     }
     Ok(HttpLoad {
         requests: latencies.len() as u64,

@@ -54,8 +54,9 @@
 use std::collections::HashMap;
 
 use crate::{
-    Event, EventId, EventKind, Generation, Policy, PolicyError, RevocationScope, RevokeReason,
-    SessionId, SessionWindow, Subject, Timestamp,
+    Command, DecideContext, Event, EventId, EventKind, FamilyState, Generation, Head, Policy,
+    PolicyError, RevocationScope, RevokeReason, SessionId, SessionWindow, Subject, Timestamp,
+    decide,
 };
 
 /// Why a session ended: its newest refresh token went unused too long, or it reached
@@ -316,6 +317,8 @@ impl Backtest {
         for (session_id, mut family) in self.families {
             let subject_cutoffs = self.subjects.get(&family.subject).map(Vec::as_slice);
             match evaluate(
+                session_id,
+                &family.subject,
                 &mut family.steps,
                 subject_cutoffs.unwrap_or_default(),
                 &self.current,
@@ -342,22 +345,89 @@ impl Backtest {
     }
 }
 
-/// When a session ends under `policy` if nothing else happens, and why.
+/// When a session ends under `policy` if nothing else happens, and why: its head
+/// minted at `minted` stops being usable, by the same bound `decide` gives it.
 fn natural_end(policy: &Policy, window: SessionWindow, minted: Timestamp) -> (Timestamp, EndCause) {
-    let idle = minted.saturating_add(policy.refresh_idle_ttl);
-    let deadline = window.started_at.saturating_add(policy.session_max_ttl);
-    if deadline <= idle {
-        (deadline, EndCause::Deadline)
+    let deadline = policy.deadline(window.started_at);
+    let end = policy.refresh_expiry(minted, deadline);
+    let cause = if end == deadline {
+        EndCause::Deadline
     } else {
-        (idle, EndCause::Idle)
+        EndCause::Idle
+    };
+    (end, cause)
+}
+
+/// What [`decide`] answers to a refresh, reduced to what the backtest compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Rotated,
+    GraceRetry,
+    Reused,
+    /// Idle expiry or the deadline (or a generation the family never had).
+    Refused,
+}
+
+/// One family as the backtest reconstructs it at a step, before its end: the policy
+/// under which it is judged was in force for its whole life.
+struct Family<'a> {
+    session_id: SessionId,
+    subject: &'a Subject,
+    window: SessionWindow,
+    head: Generation,
+    /// When the head was minted.
+    minted: Timestamp,
+}
+
+impl Family<'_> {
+    /// Asks [`decide`] what a refresh of `presented` at `at` gets under `policy`: the
+    /// backtest holds no refresh rule of its own.
+    fn answer(&self, policy: &Policy, presented: Generation, at: Timestamp) -> Answer {
+        let deadline = policy.deadline(self.window.started_at);
+        let state = FamilyState {
+            session_id: self.session_id,
+            subject: self.subject.clone(),
+            window: SessionWindow {
+                started_at: self.window.started_at,
+                expires_at: deadline,
+            },
+            client_id: None,
+            claims: None,
+            head: Some(Head {
+                generation: self.head,
+                rotated_at: self.minted,
+                refresh_expires_at: policy.refresh_expiry(self.minted, deadline),
+            }),
+            access_expires_at: Timestamp::UNIX_EPOCH,
+            retain_until: Timestamp::UNIX_EPOCH,
+            revoked: None,
+        };
+        let command = Command::Refresh {
+            session_id: self.session_id,
+            presented,
+            access_jti: String::new(),
+        };
+        let ctx = DecideContext {
+            now: at,
+            policy,
+            region: "",
+            trace_context: None,
+        };
+        match decide(Some(&state), None, command, &ctx) {
+            Ok(events) => match events.first().map(|e| &e.kind) {
+                Some(EventKind::SessionRefreshed(e)) if e.grace_retry => Answer::GraceRetry,
+                Some(EventKind::SessionRefreshed(_)) => Answer::Rotated,
+                Some(EventKind::SessionRevokedAll(_)) => Answer::Reused,
+                _ => Answer::Refused,
+            },
+            Err(_) => Answer::Refused,
+        }
     }
 }
 
-fn deadline(policy: &Policy, window: SessionWindow) -> Timestamp {
-    window.started_at.saturating_add(policy.session_max_ttl)
-}
-
 fn evaluate(
+    session_id: SessionId,
+    subject: &Subject,
     steps: &mut Vec<Step>,
     subject_cutoffs: &[Timestamp],
     current: &Policy,
@@ -378,16 +448,20 @@ fn evaluate(
         .copied()
         .filter(|&at| window.started_at <= at)
         .min();
-    let mut head = Generation::INITIAL;
-    let mut minted = first.at;
+    let mut family = Family {
+        session_id,
+        subject,
+        window,
+        head: Generation::INITIAL,
+        minted: first.at,
+    };
     let mut ended_at = None;
     for step in rest {
         if subject_end.is_some_and(|end| end < step.at) {
             break;
         }
         let t = step.at;
-        let (current_end, _) = natural_end(current, window, minted);
-        let (candidate_end, candidate_cause) = natural_end(candidate, window, minted);
+        let (candidate_end, candidate_cause) = natural_end(candidate, window, family.minted);
         let ended_earlier = Verdict::Diverges {
             at: candidate_end,
             change: Change::EndedEarlier {
@@ -396,71 +470,69 @@ fn evaluate(
                 current_end: None,
             },
         };
+        // Each recorded outcome must be what `decide` answers under the current
+        // policy; otherwise the family was written under another one.
         match step.kind {
             StepKind::Issued { .. } => return Verdict::Inconsistent,
             StepKind::Rotated { presented } => {
-                if presented != head || t >= current_end {
+                if family.answer(current, presented, t) != Answer::Rotated {
                     return Verdict::Inconsistent;
                 }
-                if t >= candidate_end {
+                if family.answer(candidate, presented, t) != Answer::Rotated {
                     return ended_earlier;
                 }
-                head = head.next();
-                minted = t;
+                family.head = family.head.next();
+                family.minted = t;
             }
             StepKind::GraceRetry {
                 presented,
                 rotated_at,
             } => {
-                let within = |p: &Policy| t < rotated_at.saturating_add(p.refresh_grace);
-                if presented.next() != head
-                    || rotated_at != minted
-                    || t >= deadline(current, window)
-                    || !within(current)
+                if rotated_at != family.minted
+                    || family.answer(current, presented, t) != Answer::GraceRetry
                 {
                     return Verdict::Inconsistent;
                 }
-                if t >= deadline(candidate, window) {
-                    return ended_earlier;
-                }
-                if !within(candidate) {
-                    return Verdict::Diverges {
-                        at: t,
-                        change: Change::RevokedForReuse {
-                            presented,
-                            rotated_at,
-                        },
-                    };
+                match family.answer(candidate, presented, t) {
+                    Answer::GraceRetry => {}
+                    Answer::Reused => {
+                        return Verdict::Diverges {
+                            at: t,
+                            change: Change::RevokedForReuse {
+                                presented,
+                                rotated_at,
+                            },
+                        };
+                    }
+                    Answer::Rotated | Answer::Refused => return ended_earlier,
                 }
             }
             StepKind::Reused {
                 presented,
                 rotated_at,
             } => {
-                if t >= deadline(current, window) {
+                let Some(presented) = presented else {
+                    return Verdict::Inconsistent;
+                };
+                // The event names when the presented generation was rotated away
+                // exactly when it is the head's predecessor.
+                let recorded = match rotated_at {
+                    Some(r) => presented.next() == family.head && r == family.minted,
+                    None => presented.next() < family.head,
+                };
+                if !recorded || family.answer(current, presented, t) != Answer::Reused {
                     return Verdict::Inconsistent;
                 }
-                match (presented, rotated_at) {
-                    (Some(presented), Some(rotated_at)) => {
-                        let within = |p: &Policy| {
-                            t < rotated_at.saturating_add(p.refresh_grace)
-                                && t < deadline(p, window)
-                        };
-                        if presented.next() != head || rotated_at != minted || within(current) {
-                            return Verdict::Inconsistent;
-                        }
-                        if within(candidate) {
-                            return Verdict::Diverges {
-                                at: t,
-                                change: Change::NotRevoked {
-                                    presented,
-                                    rotated_at,
-                                },
-                            };
-                        }
-                    }
-                    (Some(presented), None) if presented.next() < head => {}
-                    _ => return Verdict::Inconsistent,
+                if let Some(rotated_at) = rotated_at
+                    && family.answer(candidate, presented, t) == Answer::GraceRetry
+                {
+                    return Verdict::Diverges {
+                        at: t,
+                        change: Change::NotRevoked {
+                            presented,
+                            rotated_at,
+                        },
+                    };
                 }
                 ended_at = Some(t);
                 break;
@@ -471,6 +543,7 @@ fn evaluate(
             }
         }
     }
+    let minted = family.minted;
     // The tail: how the session ended (or not yet) under each policy.
     let revoked_at = match (ended_at, subject_end) {
         (Some(a), Some(b)) => Some(a.min(b)),

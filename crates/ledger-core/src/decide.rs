@@ -89,13 +89,10 @@ pub fn decide(
             };
             let session = SessionWindow {
                 started_at,
-                expires_at: started_at.saturating_add(ctx.policy.session_max_ttl),
+                expires_at: ctx.policy.deadline(started_at),
             };
             let access_expires_at = access_expiry(ctx, session);
-            let refresh_expires_at = ctx
-                .now
-                .saturating_add(ctx.policy.refresh_idle_ttl)
-                .min(session.expires_at);
+            let refresh_expires_at = ctx.policy.refresh_expiry(ctx.now, session.expires_at);
             let kind = EventKind::SessionIssued(SessionIssued {
                 client_id,
                 claims,
@@ -149,10 +146,8 @@ pub fn decide(
                     return Err(DomainError::RefreshExpired);
                 }
                 let next = head.generation.next();
-                let refresh_expires_at = ctx
-                    .now
-                    .saturating_add(ctx.policy.refresh_idle_ttl)
-                    .min(state.window.expires_at);
+                let refresh_expires_at =
+                    ctx.policy.refresh_expiry(ctx.now, state.window.expires_at);
                 let id = EventId::derived(session_id, "refreshed", next);
                 return Ok(vec![refreshed(
                     next,
@@ -257,6 +252,54 @@ pub fn decide_subject_revoke(
         replayed_rotated_at: None,
     });
     event(ctx, EventId::random(), None, subject, None, kind)
+}
+
+/// Revokes a family the caller's state does not know (its login not projected yet,
+/// or long expired), named by a token whose MAC or signature verified. The state is a
+/// join, so the revocation is always safe to append: merged with the family's other
+/// events it revokes the family; alone it is an entry that expires like any other.
+///
+/// The window is taken from the id's time (when the family was opened, to the
+/// millisecond) and `subject` is the token's `sub` when known, else
+/// [`Subject::unknown`]. The entry is kept as long as any token minted before now
+/// could be acceptable.
+pub fn decide_revoke_unseen(
+    session_id: SessionId,
+    subject: Option<Subject>,
+    reason: RevokeReason,
+    ctx: &DecideContext<'_>,
+) -> Event {
+    let policy = ctx.policy;
+    let started_at = session_id.created_at().unwrap_or(ctx.now).min(ctx.now);
+    let session = SessionWindow {
+        started_at,
+        expires_at: started_at.saturating_add(policy.session_max_ttl),
+    };
+    let longest = policy
+        .access_ttl
+        .max(policy.refresh_idle_ttl)
+        .min(policy.session_max_ttl);
+    let kind = EventKind::SessionRevokedAll(SessionRevokedAll {
+        scope: RevocationScope::Family,
+        reason,
+        revoked_at: ctx.now,
+        keep_until: ctx
+            .now
+            .saturating_add(longest)
+            .saturating_add(policy.retention_margin()),
+        session: Some(session),
+        replayed_generation: None,
+        replayed_rotated_at: None,
+    });
+    let subject = subject.unwrap_or_else(Subject::unknown);
+    event(
+        ctx,
+        EventId::random(),
+        Some(session_id),
+        subject,
+        None,
+        kind,
+    )
 }
 
 /// Why the family is revoked, by itself or by a subject-wide revocation covering it.

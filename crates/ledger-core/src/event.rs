@@ -145,9 +145,19 @@ impl Event {
     /// so one family's events stay in order.
     pub fn partition_key(&self) -> String {
         match self.session_id {
-            Some(id) => id.to_string(),
-            None => format!("subject:{}", self.subject),
+            Some(id) => Self::family_key(id),
+            None => Self::subject_key(&self.subject),
         }
+    }
+
+    /// The partition key of a family's events.
+    pub fn family_key(id: SessionId) -> String {
+        id.to_string()
+    }
+
+    /// The partition key of a subject-wide event.
+    pub fn subject_key(subject: &Subject) -> String {
+        format!("subject:{subject}")
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -156,48 +166,223 @@ impl Event {
     }
 
     /// Reads an event. Faster than the derived `Deserialize` (which buffers the whole
-    /// object to resolve the flattened `type`/`data`): the envelope is read once, the
-    /// payload straight into its type.
+    /// object to resolve the flattened `type`/`data`): one pass over the bytes. The
+    /// payload is read straight into its type when `type` comes before `data` (as
+    /// this crate writes it); otherwise it is kept as raw JSON until `type` is known.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Wire<'a> {
-            event_id: EventId,
-            schema_version: u32,
-            session_id: Option<SessionId>,
-            subject: Subject,
-            generation: Option<Generation>,
-            occurred_at: Timestamp,
-            region: String,
-            #[serde(default)]
-            trace_context: Option<TraceContext>,
-            #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
-            #[serde(borrow)]
-            data: &'a serde_json::value::RawValue,
-        }
-        let wire: Wire<'_> = serde_json::from_slice(bytes)?;
-        let data = wire.data.get();
-        let kind = match wire.kind.as_ref() {
-            "SessionIssued" => EventKind::SessionIssued(serde_json::from_str(data)?),
-            "SessionRefreshed" => EventKind::SessionRefreshed(serde_json::from_str(data)?),
-            "SessionRevokedAll" => EventKind::SessionRevokedAll(serde_json::from_str(data)?),
-            other => {
-                return Err(serde::de::Error::unknown_variant(
-                    other,
-                    &["SessionIssued", "SessionRefreshed", "SessionRevokedAll"],
-                ));
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event = serde::Deserializer::deserialize_map(&mut de, wire::EventVisitor)?;
+        de.end()?;
+        Ok(event)
+    }
+}
+
+mod wire {
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    use super::{
+        Event, EventKind, SessionIssued, SessionRefreshed, SessionRevokedAll, TraceContext,
+    };
+
+    const TYPES: &[&str] = &["SessionIssued", "SessionRefreshed", "SessionRevokedAll"];
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Field {
+        EventId,
+        SchemaVersion,
+        SessionId,
+        Subject,
+        Generation,
+        OccurredAt,
+        Region,
+        TraceContext,
+        Type,
+        Data,
+        #[serde(other)]
+        Other,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Type {
+        Issued,
+        Refreshed,
+        RevokedAll,
+    }
+
+    impl Type {
+        fn parse<E: de::Error>(name: &str) -> Result<Type, E> {
+            match name {
+                "SessionIssued" => Ok(Type::Issued),
+                "SessionRefreshed" => Ok(Type::Refreshed),
+                "SessionRevokedAll" => Ok(Type::RevokedAll),
+                other => Err(de::Error::unknown_variant(other, TYPES)),
             }
-        };
-        Ok(Event {
-            event_id: wire.event_id,
-            schema_version: wire.schema_version,
-            session_id: wire.session_id,
-            subject: wire.subject,
-            generation: wire.generation,
-            occurred_at: wire.occurred_at,
-            region: wire.region,
-            trace_context: wire.trace_context,
-            kind,
-        })
+        }
+
+        fn payload<'de, A: MapAccess<'de>>(self, map: &mut A) -> Result<EventKind, A::Error> {
+            Ok(match self {
+                Type::Issued => EventKind::SessionIssued(map.next_value::<SessionIssued>()?),
+                Type::Refreshed => {
+                    EventKind::SessionRefreshed(map.next_value::<SessionRefreshed>()?)
+                }
+                Type::RevokedAll => {
+                    EventKind::SessionRevokedAll(map.next_value::<SessionRevokedAll>()?)
+                }
+            })
+        }
+
+        fn payload_of_raw<E: de::Error>(self, raw: &RawValue) -> Result<EventKind, E> {
+            let json = raw.get();
+            let kind = match self {
+                Type::Issued => serde_json::from_str(json).map(EventKind::SessionIssued),
+                Type::Refreshed => serde_json::from_str(json).map(EventKind::SessionRefreshed),
+                Type::RevokedAll => serde_json::from_str(json).map(EventKind::SessionRevokedAll),
+            };
+            kind.map_err(de::Error::custom)
+        }
+    }
+
+    pub(super) struct EventVisitor;
+
+    /// Sets a field once; a second occurrence is an error, as with derived impls.
+    fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+        if slot.replace(value).is_some() {
+            return Err(de::Error::duplicate_field(name));
+        }
+        Ok(())
+    }
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = Event;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+            let mut event_id = None;
+            let mut schema_version = None;
+            let mut session_id = None;
+            let mut subject = None;
+            let mut generation = None;
+            let mut occurred_at = None;
+            let mut region = None;
+            let mut trace_context: Option<Option<TraceContext>> = None;
+            let mut kind_type: Option<Type> = None;
+            let mut kind: Option<EventKind> = None;
+            let mut raw: Option<&'de RawValue> = None;
+            while let Some(field) = map.next_key::<Field>()? {
+                match field {
+                    Field::EventId => once(&mut event_id, map.next_value()?, "event_id")?,
+                    Field::SchemaVersion => {
+                        once(&mut schema_version, map.next_value()?, "schema_version")?
+                    }
+                    Field::SessionId => once(&mut session_id, map.next_value()?, "session_id")?,
+                    Field::Subject => once(&mut subject, map.next_value()?, "subject")?,
+                    Field::Generation => once(&mut generation, map.next_value()?, "generation")?,
+                    Field::OccurredAt => once(&mut occurred_at, map.next_value()?, "occurred_at")?,
+                    Field::Region => once(&mut region, map.next_value()?, "region")?,
+                    Field::TraceContext => {
+                        once(&mut trace_context, map.next_value()?, "trace_context")?
+                    }
+                    Field::Type => {
+                        let name: std::borrow::Cow<'de, str> = map.next_value()?;
+                        once(&mut kind_type, Type::parse(&name)?, "type")?;
+                    }
+                    Field::Data => {
+                        if kind.is_some() || raw.is_some() {
+                            return Err(de::Error::duplicate_field("data"));
+                        }
+                        match kind_type {
+                            Some(t) => kind = Some(t.payload(&mut map)?),
+                            None => raw = Some(map.next_value()?),
+                        }
+                    }
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let kind_type = kind_type.ok_or_else(|| de::Error::missing_field("type"))?;
+            let kind = match (kind, raw) {
+                (Some(kind), _) => kind,
+                (None, Some(raw)) => kind_type.payload_of_raw(raw)?,
+                (None, None) => return Err(de::Error::missing_field("data")),
+            };
+            Ok(Event {
+                event_id: event_id.ok_or_else(|| de::Error::missing_field("event_id"))?,
+                schema_version: schema_version
+                    .ok_or_else(|| de::Error::missing_field("schema_version"))?,
+                session_id: session_id.flatten(),
+                subject: subject.ok_or_else(|| de::Error::missing_field("subject"))?,
+                generation: generation.flatten(),
+                occurred_at: occurred_at.ok_or_else(|| de::Error::missing_field("occurred_at"))?,
+                region: region.ok_or_else(|| de::Error::missing_field("region"))?,
+                trace_context: trace_context.flatten(),
+                kind,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{at, login_and_logout};
+
+    fn sample() -> Vec<Event> {
+        let (_, mut events) = login_and_logout("alice", at(100));
+        events[0].trace_context = Some(TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("k=v".into()),
+        });
+        events
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_the_derived_one() {
+        for event in sample() {
+            let json = event.to_json();
+            let derived: Event = serde_json::from_slice(&json).unwrap();
+            assert_eq!(Event::from_json(&json).unwrap(), derived);
+            assert_eq!(derived, event);
+        }
+    }
+
+    #[test]
+    fn data_before_type_and_unknown_members_are_read_too() {
+        for event in sample() {
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&event.to_json()).unwrap();
+            let data = v.remove("data").unwrap();
+            let kind = v.remove("type").unwrap();
+            let mut reordered = serde_json::Map::new();
+            reordered.insert("data".into(), data);
+            reordered.insert("x_future".into(), serde_json::json!({"a": [1, 2]}));
+            reordered.extend(v);
+            reordered.insert("type".into(), kind);
+            let json = serde_json::to_vec(&reordered).unwrap();
+            assert_eq!(Event::from_json(&json).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn malformed_events_are_refused() {
+        let json = String::from_utf8(sample()[0].to_json()).unwrap();
+        let cases = [
+            json.replace("SessionIssued", "SessionExploded"),
+            json.replace("\"region\"", "\"regio\""),
+            json.replacen("{", "{\"subject\":\"x\",", 1),
+            format!("{json} trailing"),
+            json.replace("\"data\"", "\"dat\""),
+        ];
+        for case in cases {
+            assert!(Event::from_json(case.as_bytes()).is_err(), "{case}");
+        }
     }
 }

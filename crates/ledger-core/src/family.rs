@@ -122,6 +122,12 @@ impl FamilyState {
     /// The join of two views of the same family (D4).
     pub fn merge(&mut self, other: &FamilyState) {
         debug_assert_eq!(self.session_id, other.session_id);
+        // A revocation recorded before the login was seen does not know the subject.
+        if self.subject.is_unknown()
+            || (!other.subject.is_unknown() && other.subject < self.subject)
+        {
+            self.subject = other.subject.clone();
+        }
         self.window = SessionWindow {
             started_at: self.window.started_at.min(other.window.started_at),
             expires_at: self.window.expires_at.min(other.window.expires_at),

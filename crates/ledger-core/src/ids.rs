@@ -68,6 +68,19 @@ pub struct Subject(String);
 impl Subject {
     pub const MAX_LEN: usize = 255;
 
+    /// The subject recorded for a family revoked before its login was seen: a signout
+    /// with a refresh token names the family, not the user. In a join it gives way
+    /// to the real subject ([`crate::FamilyState::merge`]); logins may not use it.
+    pub const UNKNOWN: &'static str = "(unknown)";
+
+    pub fn unknown() -> Self {
+        Subject(Self::UNKNOWN.to_owned())
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        self.0 == Self::UNKNOWN
+    }
+
     pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
         let s = s.into();
         if s.trim().is_empty() {

@@ -25,7 +25,9 @@ pub mod seal;
 pub mod testing;
 mod timestamp;
 
-pub use decide::{Command, DecideContext, DomainError, decide, decide_subject_revoke};
+pub use decide::{
+    Command, DecideContext, DomainError, decide, decide_revoke_unseen, decide_subject_revoke,
+};
 pub use event::{
     EVENT_SCHEMA_VERSION, Event, EventKind, RevocationScope, RevokeReason, SessionIssued,
     SessionRefreshed, SessionRevokedAll, SessionWindow, TraceContext,
@@ -36,4 +38,4 @@ pub use ids::{EventId, Generation, IdError, SessionId, Subject};
 pub use policy::{Policy, PolicyError};
 pub use projection::{FamilyStatus, Projection, RevocationCheck};
 pub use revocation::{RevocationRecord, revocation_key};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, set_test_clock_offset};

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::Timestamp;
+
 /// The session rules an operator configures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -58,6 +60,17 @@ impl Policy {
             });
         }
         Ok(())
+    }
+
+    /// The absolute deadline of a session that started at `started_at`.
+    pub fn deadline(&self, started_at: Timestamp) -> Timestamp {
+        started_at.saturating_add(self.session_max_ttl)
+    }
+
+    /// Until when a refresh token minted at `minted` is usable: the idle ttl, never
+    /// past the session's `deadline`.
+    pub fn refresh_expiry(&self, minted: Timestamp, deadline: Timestamp) -> Timestamp {
+        minted.saturating_add(self.refresh_idle_ttl).min(deadline)
     }
 
     /// How long past the last instant a token could be accepted its revocation entry is

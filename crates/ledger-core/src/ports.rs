@@ -1,12 +1,13 @@
 //! The interfaces the domain needs from the outside world (D7). The embedded backend
 //! implements them with SQLite; Kafka and the CQL database implement them in production.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::seal::Seal;
-use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation};
+use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
 
 /// Errors from a backend, kept opaque to the domain: the caller can only retry later.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,9 @@ pub enum StartFrom {
 #[async_trait]
 pub trait LogReader: Send + std::fmt::Debug {
     /// Up to `max` records after the reader's position, waiting at most `wait` for the
-    /// first one. An empty batch means the reader had caught up when it returned.
+    /// first one. An empty batch proves nothing (the log may be unreachable): see
+    /// [`LogReader::caught_up_at`]. An error says the log could not be read; the reader
+    /// may be polled again.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError>;
 
     /// Records that everything up to `next` (the next offset to read, per partition)
@@ -71,6 +74,26 @@ pub trait LogReader: Send + std::fmt::Debug {
 
     /// Events in the log not yet read, when known.
     fn lag(&self) -> Option<u64>;
+
+    /// The latest instant before which every event the log had acknowledged has been
+    /// returned by [`LogReader::poll`]; `None` until the reader has proven it. The
+    /// proof is positive: a Kafka reader whose positions reached the high watermarks it
+    /// fetched from a live broker at that instant, an embedded reader whose read,
+    /// started at that instant, found no more rows. A reader cut off from the log
+    /// proves nothing, so this stops advancing and a view fed by it goes stale.
+    fn caught_up_at(&self) -> Option<Timestamp>;
+}
+
+/// Read-after-write for API instances that share one projection: several instances of
+/// a region append to one log, but each reads the family state from the projection,
+/// which a projector fills a moment later.
+///
+/// **Invariant**: once `await_projected(key)` returned `Ok`, the projection holds every
+/// event with that partition key ([`Event::partition_key`]) that the log had
+/// acknowledged when the call began, whichever instance appended it.
+#[async_trait]
+pub trait ProjectionFence: Send + Sync + std::fmt::Debug {
+    async fn await_projected(&self, key: &str) -> Result<(), BackendError>;
 }
 
 /// Opens readers on the log and knows consumer groups' checkpoints.
@@ -104,6 +127,29 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug {
         let _ = events;
         Ok(())
     }
+
+    /// What the projector calls per batch: keeps `events` for history and merges
+    /// `batch`, like [`Self::record_history`] then [`Self::write`].
+    ///
+    /// `known` holds, for some families of the batch, the state the store holds for
+    /// them now, as the caller last wrote it (the single writer of their log
+    /// partition): a store may merge into those instead of reading the row back. It
+    /// returns the states it now holds for the batch's families, when it knows them
+    /// (empty when it does not), for the caller to pass as `known` next time.
+    ///
+    /// **Invariant**: as `write`, a merge: with `known` empty, or exactly what is
+    /// stored, the stored state ends as stored ⊔ batch.
+    async fn write_batch(
+        &self,
+        batch: &Projection,
+        events: &[Event],
+        known: &HashMap<SessionId, FamilyState>,
+    ) -> Result<Vec<FamilyState>, BackendError> {
+        let _ = known;
+        self.record_history(events).await?;
+        self.write(batch).await?;
+        Ok(Vec::new())
+    }
 }
 
 /// Reads one family's events back for the status endpoint and auditors.
@@ -114,8 +160,9 @@ pub trait HistorySource: Send + Sync + std::fmt::Debug {
 
 /// Where the log's seals are kept (tamper evidence, see [`crate::seal`]).
 ///
-/// **Invariant**: `put` replaces the seal of the same (partition, block): a block is
-/// re-sealed as it fills, and a sealer that restarts writes the same contents again.
+/// **Invariant**: seals are append-only runs of new events; `put` of a seal with the
+/// same (partition, first offset, last offset) replaces it, so a sealer that restarts
+/// and seals a run again writes the same contents (the chain depends on the log alone).
 #[async_trait]
 pub trait SealStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, seal: &Seal) -> Result<(), BackendError>;

@@ -246,6 +246,203 @@ impl SealBuilder {
     }
 }
 
+/// Why a sealer must not resume from a partition's newest seal: continuing would
+/// sign a chain that contradicts the log, or a seal it did not write.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeRefused {
+    #[error(
+        "the newest seal of partition {partition} (offsets {first}-{last}) does not verify with the seal keys"
+    )]
+    BadSignature {
+        partition: u32,
+        first: u64,
+        last: u64,
+    },
+    #[error(
+        "the newest seal of partition {partition} (offsets {first}-{last}) does not follow from its own entries"
+    )]
+    BrokenChain {
+        partition: u32,
+        first: u64,
+        last: u64,
+    },
+    #[error(
+        "partition {partition} offset {offset}: the log's event differs from the newest seal's"
+    )]
+    Differs { partition: u32, offset: u64 },
+    #[error(
+        "partition {partition}: the log has no event at offset {offset}, which the newest seal lists"
+    )]
+    Missing { partition: u32, offset: u64 },
+}
+
+/// Checks a partition's newest seal before a sealer resumes from it: the signature
+/// (with the sealer's own public keys), the chain over the seal's entries, and then,
+/// fed the log from the seal's first offset, that the log holds exactly those events,
+/// recomputing the chain value from the log.
+#[derive(Debug, Clone)]
+pub struct ResumeCheck {
+    seal: Seal,
+    /// The next offset expected, and the chain value before it (from the log).
+    next: u64,
+    chain: Hash,
+    /// Whether any record of the partition was seen.
+    started: bool,
+    done: bool,
+}
+
+impl ResumeCheck {
+    /// Checks the seal itself; then feed the log with [`ResumeCheck::observe`].
+    pub fn new(seal: &Seal, verifier: &dyn SealVerifier) -> Result<ResumeCheck, ResumeRefused> {
+        let (partition, (first, last)) = (seal.partition, seal.range());
+        if !verifier.verify(&seal.kid, &seal.signed_bytes(), &seal.signature) {
+            return Err(ResumeRefused::BadSignature {
+                partition,
+                first,
+                last,
+            });
+        }
+        if !seal.consistent() {
+            return Err(ResumeRefused::BrokenChain {
+                partition,
+                first,
+                last,
+            });
+        }
+        Ok(ResumeCheck {
+            seal: seal.clone(),
+            next: first,
+            chain: seal.prev_chain,
+            started: false,
+            done: false,
+        })
+    }
+
+    /// Where to read the partition from: the offset before the seal's first, whose
+    /// presence shows a gap after it is not retention.
+    pub fn read_from(&self) -> u64 {
+        self.seal.range().0.saturating_sub(1)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next record of the partition, in offset order. `Ok(true)` once the log was
+    /// found to hold the whole seal, chain value included.
+    ///
+    /// The first record may come after the seal's first offset: the log's head was
+    /// removed (retention), and what remains is checked against the seal's entries.
+    pub fn observe(&mut self, offset: u64, event: &Event) -> Result<bool, ResumeRefused> {
+        let partition = self.seal.partition;
+        let (first, last) = self.seal.range();
+        if self.done {
+            return Ok(true);
+        }
+        if offset < self.next {
+            self.started = true;
+            return Ok(false);
+        }
+        if offset > self.next {
+            if self.started || offset > last {
+                return Err(ResumeRefused::Missing {
+                    partition,
+                    offset: self.next,
+                });
+            }
+            // Retention removed the seal's first events: resume the chain from the
+            // seal's own value before `offset`.
+            let skipped = usize::try_from(offset - first).unwrap_or(usize::MAX);
+            self.chain = self.seal.entries[..skipped]
+                .iter()
+                .fold(self.seal.prev_chain, |c, e| c.link(e.offset, &e.hash));
+            self.next = offset;
+        }
+        self.started = true;
+        let index = usize::try_from(offset - first).unwrap_or(usize::MAX);
+        let hash = Hash::of_event(event);
+        let sealed = &self.seal.entries[index];
+        if sealed.event_id != event.event_id || sealed.hash != hash {
+            return Err(ResumeRefused::Differs { partition, offset });
+        }
+        self.chain = self.chain.link(offset, &hash);
+        self.next = offset + 1;
+        if offset == last {
+            if self.chain != self.seal.chain {
+                return Err(ResumeRefused::Differs { partition, offset });
+            }
+            self.done = true;
+        }
+        Ok(self.done)
+    }
+
+    /// The log ends (the reader caught up) before the seal's last offset.
+    pub fn log_ended(&self) -> ResumeRefused {
+        ResumeRefused::Missing {
+            partition: self.seal.partition,
+            offset: self.next,
+        }
+    }
+
+    /// Whether no record of the seal's range was seen at all.
+    pub fn nothing_seen(&self) -> bool {
+        !self.started
+    }
+}
+
+/// A chain value recorded outside the system: "partition P's chain after offset O was
+/// C". `replay --verify-chain --anchor FILE` checks the log still produces it, which
+/// catches a rewritten or cut head even when its seals were rewritten too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub partition: u32,
+    pub offset: u64,
+    pub chain: Hash,
+}
+
+impl Anchor {
+    /// Reads `partition offset chain` lines; blank lines and `#` comments are skipped.
+    pub fn parse_lines(text: &str) -> Result<Vec<Anchor>, String> {
+        let mut anchors = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || {
+                format!(
+                    "line {}: expected `partition offset chain`, got {line:?}",
+                    n + 1
+                )
+            };
+            let mut parts = line.split_whitespace();
+            let (Some(p), Some(o), Some(c), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            anchors.push(Anchor {
+                partition: p.parse().map_err(|_| bad())?,
+                offset: o.parse().map_err(|_| bad())?,
+                chain: Hash::from_hex(c).ok_or_else(bad)?,
+            });
+        }
+        Ok(anchors)
+    }
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.partition,
+            self.offset,
+            self.chain.to_hex()
+        )
+    }
+}
+
 /// What [`ChainCheck`] found wrong, each naming the event or seal concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainFinding {
@@ -294,6 +491,10 @@ pub enum ChainFinding {
         first: u64,
         last: u64,
     },
+    /// The log's chain value at an anchored offset is not the one recorded.
+    AnchorMismatch { anchor: Anchor, found: Hash },
+    /// The log no longer reaches an anchored offset (a cut tail).
+    AnchorMissing { anchor: Anchor },
 }
 
 impl std::fmt::Display for ChainFinding {
@@ -364,6 +565,21 @@ impl std::fmt::Display for ChainFinding {
                 "MISSING SEAL: partition {partition} offsets {first}-{last} have no seal \
                  between sealed ones"
             ),
+            ChainFinding::AnchorMismatch { anchor, found } => write!(
+                f,
+                "ANCHOR MISMATCH: partition {} offset {}: the log's chain is {}, the anchor \
+                 recorded {}",
+                anchor.partition,
+                anchor.offset,
+                found.to_hex(),
+                anchor.chain.to_hex()
+            ),
+            ChainFinding::AnchorMissing { anchor } => write!(
+                f,
+                "ANCHOR MISSING: partition {} offset {} is anchored but the log does not \
+                 reach it",
+                anchor.partition, anchor.offset
+            ),
         }
     }
 }
@@ -384,12 +600,32 @@ pub struct ChainReport {
     /// Per partition, the newest seal's last offset and chain value: record them
     /// outside the system (a ticket, write-once storage) to anchor the tail.
     pub heads: Vec<(u32, u64, Hash)>,
+    /// Per partition, the chain value the log itself produces after its last event
+    /// read: what to record as anchors (`partition offset chain`).
+    pub log_heads: Vec<Anchor>,
+    /// Anchors checked against the log, and those before the log's first event
+    /// (retention), which only the seals' values could be compared with.
+    pub anchors_checked: u64,
+    pub anchors_before_log_start: u64,
     pub findings: Vec<ChainFinding>,
+}
+
+/// One partition's chain as the log produces it, and its anchors.
+#[derive(Debug, Default)]
+struct LogChain {
+    /// The chain value after the last offset read, and that offset.
+    chain: Option<(u64, Hash)>,
+    /// Anchors of this partition not reached yet, by offset.
+    anchors: BTreeMap<u64, Anchor>,
 }
 
 /// One partition's seals, flattened in log order, with a cursor.
 #[derive(Debug, Default)]
 struct PartitionCheck {
+    /// The chain value after each sealed offset (parallel to `entries`), and before
+    /// the first.
+    chains: Vec<Hash>,
+    first_prev: Hash,
     entries: Vec<SealEntry>,
     /// Event id → indexes into `entries` (an id can repeat: a retried append).
     index: HashMap<EventId, Vec<usize>>,
@@ -402,6 +638,7 @@ struct PartitionCheck {
 #[derive(Debug, Default)]
 pub struct ChainCheck {
     partitions: BTreeMap<u32, PartitionCheck>,
+    logs: BTreeMap<u32, LogChain>,
     report: ChainReport,
 }
 
@@ -466,7 +703,15 @@ impl ChainCheck {
         for (&partition, offsets) in &sealed {
             let mut previous: Option<u64> = None;
             let part = check.partitions.entry(partition).or_default();
-            for (&offset, (entry, _)) in offsets {
+            if let Some((first, _)) = offsets.iter().next()
+                && let Some(seal) = seals
+                    .iter()
+                    .find(|s| s.partition == partition && s.range().0 == *first)
+            {
+                part.first_prev = seal.prev_chain;
+            }
+            for (&offset, (entry, chain)) in offsets {
+                part.chains.push(*chain);
                 if let Some(p) = previous.filter(|&p| offset > p + 1) {
                     check.report.findings.push(ChainFinding::MissingSeal {
                         partition,
@@ -488,8 +733,83 @@ impl ChainCheck {
         check
     }
 
+    /// Checks the log's own chain values against `anchors` as it walks the log.
+    pub fn with_anchors(mut self, anchors: &[Anchor]) -> ChainCheck {
+        for anchor in anchors {
+            self.logs
+                .entry(anchor.partition)
+                .or_default()
+                .anchors
+                .insert(anchor.offset, *anchor);
+        }
+        self
+    }
+
+    /// The chain value before the log's first record at `offset`: from the seals
+    /// when they cover the offset before it (the head went by retention), else zero
+    /// (the partition's beginning).
+    fn chain_before(&self, partition: u32, offset: u64) -> Hash {
+        let Some(part) = self.partitions.get(&partition) else {
+            return Hash::default();
+        };
+        let at = part.entries.partition_point(|e| e.offset < offset);
+        match at.checked_sub(1) {
+            Some(i) if part.entries[i].offset + 1 == offset => part.chains[i],
+            _ if part.entries.get(at).is_some_and(|e| e.offset == offset) => part.first_prev,
+            _ => Hash::default(),
+        }
+    }
+
+    /// The chain over the log itself, and the anchors it passes.
+    fn follow_log(&mut self, partition: u32, offset: u64, event: &Event) {
+        let before = match self.logs.get(&partition).and_then(|l| l.chain) {
+            Some((_, chain)) => chain,
+            None => {
+                let start = self.chain_before(partition, offset);
+                // Anchors before the log's first event (retention): only the seals
+                // remember those chain values.
+                let log = self.logs.entry(partition).or_default();
+                let early: Vec<Anchor> = log.anchors.range(..offset).map(|(_, a)| *a).collect();
+                for anchor in early {
+                    log.anchors.remove(&anchor.offset);
+                    self.report.anchors_before_log_start += 1;
+                    let sealed = self.partitions.get(&partition).and_then(|p| {
+                        let i = p.entries.binary_search_by_key(&anchor.offset, |e| e.offset);
+                        i.ok().map(|i| p.chains[i])
+                    });
+                    if let Some(found) = sealed.filter(|c| *c != anchor.chain) {
+                        self.report
+                            .findings
+                            .push(ChainFinding::AnchorMismatch { anchor, found });
+                    }
+                }
+                start
+            }
+        };
+        let chain = before.link(offset, &Hash::of_event(event));
+        let log = self.logs.entry(partition).or_default();
+        log.chain = Some((offset, chain));
+        // Anchors skipped over (their offset is not in the log any more) or reached.
+        let due: Vec<Anchor> = log.anchors.range(..=offset).map(|(_, a)| *a).collect();
+        for anchor in due {
+            log.anchors.remove(&anchor.offset);
+            self.report.anchors_checked += 1;
+            if anchor.offset != offset {
+                self.report
+                    .findings
+                    .push(ChainFinding::AnchorMissing { anchor });
+            } else if anchor.chain != chain {
+                self.report.findings.push(ChainFinding::AnchorMismatch {
+                    anchor,
+                    found: chain,
+                });
+            }
+        }
+    }
+
     /// The next record of the log.
     pub fn observe(&mut self, partition: u32, offset: u64, event: &Event) {
+        self.follow_log(partition, offset, event);
         self.report.events += 1;
         let report = &mut self.report;
         let Some(part) = self.partitions.get_mut(&partition) else {
@@ -557,6 +877,21 @@ impl ChainCheck {
 
     /// Sealed events never seen are dropped (a truncated tail included).
     pub fn finish(mut self) -> ChainReport {
+        for (&partition, log) in &self.logs {
+            if let Some((offset, chain)) = log.chain {
+                self.report.log_heads.push(Anchor {
+                    partition,
+                    offset,
+                    chain,
+                });
+            }
+            for anchor in log.anchors.values() {
+                self.report.anchors_checked += 1;
+                self.report
+                    .findings
+                    .push(ChainFinding::AnchorMissing { anchor: *anchor });
+            }
+        }
         for (&partition, part) in &self.partitions {
             for missing in &part.entries[part.cursor..] {
                 self.report.findings.push(ChainFinding::Dropped {

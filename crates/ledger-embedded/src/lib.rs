@@ -257,6 +257,7 @@ impl LogSource for Embedded {
             group,
             appended: self.inner.appended.subscribe(),
             prefetch: None,
+            caught_up_at: None,
         }))
     }
 
@@ -294,6 +295,8 @@ pub struct EmbeddedReader {
     /// While catching up (the last batch was full), the next batch's rows are read on
     /// the blocking pool as the caller processes the current one.
     prefetch: Option<Prefetch>,
+    /// When the latest read that found the end of the log started.
+    caught_up_at: Option<Timestamp>,
 }
 
 type Rows = Vec<(i64, Vec<u8>)>;
@@ -302,6 +305,8 @@ type Rows = Vec<(i64, Vec<u8>)>;
 struct Prefetch {
     from: i64,
     limit: usize,
+    /// When the read started: a short read proves the end of the log as of then.
+    started: Timestamp,
     rows: tokio::task::JoinHandle<rusqlite::Result<Rows>>,
 }
 
@@ -327,26 +332,33 @@ impl EmbeddedReader {
     async fn read_batch(&mut self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
         let from = self.next;
         let prefetched = match self.prefetch.take() {
-            Some(p) if p.from == from && p.limit <= max => Some(
+            Some(p) if p.from == from && p.limit <= max => Some((
                 p.rows
                     .await
                     .map_err(|e| BackendError::Other(format!("storage task failed: {e}")))?
                     .map_err(backend)?,
-            ),
+                p.started,
+            )),
             Some(p) => {
                 p.rows.abort();
                 None
             }
             None => None,
         };
-        let rows = match prefetched {
+        let (rows, started) = match prefetched {
             // An empty prefetch may predate an append: read again.
-            Some(rows) if !rows.is_empty() => rows,
+            Some((rows, started)) if !rows.is_empty() => (rows, started),
             _ => {
                 let conn = self.conn.clone();
-                blocking(move || Self::read_rows(&conn, from, max)).await?
+                let started = Timestamp::now();
+                let rows = blocking(move || Self::read_rows(&conn, from, max)).await?;
+                (rows, started)
             }
         };
+        // Fewer rows than asked for: the read reached the end of the log.
+        if rows.len() < max {
+            self.caught_up_at = self.caught_up_at.max(Some(started));
+        }
         if rows.len() == max
             && let Some(&(last, _)) = rows.last()
         {
@@ -354,6 +366,7 @@ impl EmbeddedReader {
             self.prefetch = Some(Prefetch {
                 from: last + 1,
                 limit: max,
+                started: Timestamp::now(),
                 rows: tokio::task::spawn_blocking(move || Self::read_rows(&conn, last + 1, max)),
             });
         }
@@ -427,6 +440,10 @@ impl LogReader for EmbeddedReader {
     fn lag(&self) -> Option<u64> {
         let last = *self.appended.borrow();
         u64::try_from(last + 1 - self.next).ok()
+    }
+
+    fn caught_up_at(&self) -> Option<Timestamp> {
+        self.caught_up_at
     }
 }
 

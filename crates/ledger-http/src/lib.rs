@@ -1,8 +1,10 @@
 //! HTTP pieces both listeners share: the error body (RFC 6749 §5.2 shape everywhere),
-//! bounded form parsing, the service credential check, and `no-store` responses.
+//! bounded form parsing, the scoped service credentials, and `no-store` responses.
 //!
 //! **API boundary**: only the listener crates use this; the domain never sees HTTP.
 
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod trace;
 
@@ -56,7 +58,19 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
-            "a valid service credential is required (Authorization: Bearer <service token>)",
+            "a valid service credential is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    /// A known credential that may not call this endpoint (RFC 6750 §3.1).
+    pub fn forbidden(scope: Scope) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "this credential may not call this endpoint (it needs the {} scope)",
+                scope.as_str()
+            ),
         )
     }
 
@@ -168,6 +182,44 @@ pub async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
     }
 }
 
+/// Reads a JSON body of at most `limit` bytes into `T`, after the handler has checked
+/// the caller (an extractor would parse it before any check). Errors as
+/// [`json_config`] answers them.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::invalid_request(
+            "the request body must be application/json",
+        ));
+    }
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return Err(ApiError::invalid_request(format!(
+                "unreadable request body: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("request body exceeds {limit} bytes"),
+            ));
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_request(format!("malformed JSON body: {e}")))
+}
+
 /// JSON bodies: bounded, and malformed ones answered with `invalid_request`.
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
@@ -189,22 +241,60 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
-/// Checks `Authorization: Bearer <token>` against the service token in constant time.
-#[derive(Clone)]
-pub struct ServiceCredential(Vec<u8>);
+/// What a bearer credential may call. Each route names the one scope it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scope {
+    /// The login service: open sessions, revoke a subject, read a session.
+    Login,
+    /// Resource servers: introspection and revocation lookups.
+    Introspect,
+}
 
-impl std::fmt::Debug for ServiceCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServiceCredential(..)")
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Login => "login",
+            Scope::Introspect => "introspect",
+        }
     }
 }
 
-impl ServiceCredential {
-    pub fn new(token: &str) -> Self {
-        ServiceCredential(token.as_bytes().to_vec())
+/// The bearer credentials a listener accepts, each granting one or more [`Scope`]s.
+/// Checked in constant time against every credential.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    grants: Vec<(Vec<u8>, Scope)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.grants.iter().map(|(_, scope)| scope))
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Lets `token` call the endpoints of `scope` (a token may hold several scopes).
+    pub fn grant(&mut self, token: &str, scope: Scope) -> &mut Self {
+        self.grants.push((token.as_bytes().to_vec(), scope));
+        self
+    }
+
+    /// Whether any credential grants `scope`.
+    pub fn grants(&self, scope: Scope) -> bool {
+        self.grants.iter().any(|(_, s)| *s == scope)
+    }
+
+    /// `Authorization: Bearer <token>` must name a credential granting `scope`: `401
+    /// invalid_client` for none or an unknown one, `403 insufficient_scope` for a
+    /// known credential without the scope. Call it before reading the body.
+    pub fn check(&self, req: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -214,10 +304,17 @@ impl ServiceCredential {
                 scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
             })
             .ok_or_else(ApiError::unauthorized)?;
-        if bool::from(presented.ct_eq(&self.0)) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
+        // Every credential is compared, so the time taken says nothing about which.
+        let (mut known, mut allowed) = (subtle::Choice::from(0), subtle::Choice::from(0));
+        for (token, granted) in &self.grants {
+            let same = presented.ct_eq(token);
+            known |= same;
+            allowed |= same & subtle::Choice::from(u8::from(*granted == scope));
+        }
+        match (bool::from(known), bool::from(allowed)) {
+            (_, true) => Ok(()),
+            (true, false) => Err(ApiError::forbidden(scope)),
+            (false, false) => Err(ApiError::unauthorized()),
         }
     }
 }

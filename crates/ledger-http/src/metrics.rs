@@ -35,7 +35,10 @@ static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub fn register<C: prometheus::core::Collector + Clone + 'static>(
     collector: prometheus::Result<C>,
 ) -> C {
-    let collector = collector.unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+    // The definitions are static (names, help texts and labels written in the code):
+    // one that Prometheus refuses is a programming error caught by the first test
+    // that touches the metric.
+    let collector = collector.expect("a static metric definition is valid");
     // Registering twice (a second app in one process) is harmless: keep the first.
     let _ = prometheus::default_registry().register(Box::new(collector.clone()));
     collector

@@ -5,6 +5,11 @@
 //! ([`KafkaReader`]) that either tail the topic from explicit positions (validators,
 //! replays) or resume from a consumer group's committed offsets (the projector).
 //!
+//! Several regions: the log of a region is its own topic (appended to) plus the
+//! topics replicated from the other regions ([`KafkaConfig::remote_topics`], e.g.
+//! `west.session-events` as MirrorMaker 2 names it). Readers read them all; a
+//! [`Position`]'s partition number names the topic too (see [`lane_partition`]).
+//!
 //! Records are keyed by [`Event::partition_key`] (the family id), so one family's
 //! events stay in one partition, in order. The value is the event's JSON
 //! ([`Event::to_json`]); headers carry `event_type`, `event_id` and, when the event has
@@ -15,6 +20,7 @@
 //! acknowledged every event to all in-sync replicas.
 
 mod context;
+mod fence;
 mod reader;
 pub mod revocations;
 
@@ -36,6 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::LogContext;
 
+pub use fence::{KafkaFence, partition_for};
 pub use reader::KafkaReader;
 pub use revocations::{RevocationPublisher, RevocationTopic};
 
@@ -46,6 +53,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The topic holding the log; created by [`KafkaLog::connect`] when absent.
     pub topic: String,
+    /// Topics replicated into this cluster from other regions, read after `topic`
+    /// (never appended to). Order matters: a topic's place in this list is part of
+    /// its positions ([`lane_partition`]), so new topics go at the end.
+    pub remote_topics: Vec<String>,
     /// Partitions of the topic when it is created (an existing topic keeps its own).
     pub partitions: i32,
     /// Replication factor of the topic when it is created.
@@ -61,6 +72,14 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings for readers and [`LogSource::committed`] (applied
     /// last).
     pub consumer_settings: Vec<(String, String)>,
+    /// This instance's stable name (`group.instance.id`, static membership): a group
+    /// member restarted under the same name takes its partitions back at once, instead
+    /// of waiting for the killed member's session to time out. Unique per member of
+    /// a group; `None` joins with a fresh identity each time.
+    pub group_instance_id: Option<String>,
+    /// `session.timeout.ms` of group members: how long a member that stopped
+    /// heartbeating (killed) keeps its partitions from the others.
+    pub group_session_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -70,12 +89,15 @@ impl KafkaConfig {
         KafkaConfig {
             brokers: brokers.into(),
             topic: topic.into(),
+            remote_topics: Vec::new(),
             partitions: 12,
             replication_factor: 1,
             delivery_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(10),
             producer_settings: Vec::new(),
             consumer_settings: Vec::new(),
+            group_instance_id: None,
+            group_session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -85,8 +107,14 @@ impl KafkaConfig {
                 "kafka brokers must not be empty".into(),
             ));
         }
-        if self.topic.trim().is_empty() {
+        if self.topic.trim().is_empty() || self.remote_topics.iter().any(|t| t.trim().is_empty()) {
             return Err(BackendError::Other("kafka topic must not be empty".into()));
+        }
+        let topics = self.topics();
+        if topics.len() >= LANES || (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
+            return Err(BackendError::Other(format!(
+                "kafka topics must be distinct and fewer than {LANES} (got {topics:?})"
+            )));
         }
         if self.partitions < 1 || self.replication_factor < 1 {
             return Err(BackendError::Other(format!(
@@ -94,12 +122,29 @@ impl KafkaConfig {
                 self.partitions, self.replication_factor
             )));
         }
+        if self
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty() || id.len() > 249)
+        {
+            return Err(BackendError::Other(
+                "kafka group instance id must be 1 to 249 characters".into(),
+            ));
+        }
         if self.delivery_timeout.is_zero() || self.operation_timeout.is_zero() {
             return Err(BackendError::Other(
                 "kafka delivery and operation timeouts must be greater than zero".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Every topic a reader reads, in lane order: the topic appended to, then the
+    /// remote topics.
+    pub fn topics(&self) -> Vec<&str> {
+        std::iter::once(self.topic.as_str())
+            .chain(self.remote_topics.iter().map(String::as_str))
+            .collect()
     }
 
     /// Settings every client shares.
@@ -119,7 +164,9 @@ impl KafkaConfig {
             // `delivery.timeout.ms` is librdkafka's alias of this one.
             .set("message.timeout.ms", millis(self.delivery_timeout))
             // Small: appends are on the request path; batching only what arrives together.
-            .set("linger.ms", "2");
+            .set("linger.ms", "2")
+            // librdkafka's default, pinned: `KafkaFence` computes the same partitions.
+            .set("partitioner", "consistent_random");
         for (k, v) in &self.producer_settings {
             c.set(k, v);
         }
@@ -138,7 +185,24 @@ impl KafkaConfig {
     /// by [`LogReader::commit`], so a rebalance cannot commit past what the caller
     /// processed.
     fn consumer_config(&self, group: &str) -> ClientConfig {
+        self.consumer_config_as(group, false)
+    }
+
+    /// [`KafkaConfig::consumer_config`], for a member that joins `group` when `member`
+    /// is set: static membership when the instance has a name, and the session timeout.
+    fn consumer_config_as(&self, group: &str, member: bool) -> ClientConfig {
         let mut c = self.base();
+        if member {
+            c.set("session.timeout.ms", millis(self.group_session_timeout));
+            // librdkafka wants heartbeats well within the session timeout.
+            c.set(
+                "heartbeat.interval.ms",
+                millis(self.group_session_timeout / 4),
+            );
+            if let Some(id) = &self.group_instance_id {
+                c.set("group.instance.id", id);
+            }
+        }
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -152,6 +216,29 @@ impl KafkaConfig {
         }
         c
     }
+}
+
+/// Bits of a [`Position`]'s partition number that hold the Kafka partition; the
+/// bits above name the topic (its lane: 0 = the topic appended to, 1.. the remote
+/// topics in configuration order). A one-topic log's positions are thus the plain
+/// Kafka partitions, as before regions existed.
+const PARTITION_BITS: u32 = 16;
+/// At most this many topics (lanes) per reader.
+const LANES: usize = 1 << 15;
+
+/// The partition number of a [`Position`] for Kafka partition `partition` of the
+/// topic in `lane`.
+pub fn lane_partition(lane: usize, partition: i32) -> u32 {
+    let lane = u32::try_from(lane).unwrap_or(u32::MAX >> PARTITION_BITS);
+    (lane << PARTITION_BITS) | (u32::try_from(partition).unwrap_or_default() & 0xffff)
+}
+
+/// The (lane, Kafka partition) a [`Position`]'s partition number stands for.
+pub fn split_partition(partition: u32) -> (usize, i32) {
+    (
+        usize::try_from(partition >> PARTITION_BITS).unwrap_or(usize::MAX),
+        i32::try_from(partition & 0xffff).unwrap_or_default(),
+    )
 }
 
 fn millis(d: Duration) -> String {
@@ -218,15 +305,25 @@ impl KafkaLog {
             .admin_config()
             .create_with_context(LogContext)
             .map_err(|e| BackendError::Other(format!("kafka admin client: {e}")))?;
-        let topic = NewTopic::new(
-            &config.topic,
-            config.partitions,
-            TopicReplication::Fixed(config.replication_factor),
-        );
+        // Remote topics too: MirrorMaker creates them on its first replication, but
+        // readers must be able to start before that. Same partition count as the
+        // topic appended to (every region's), so MirrorMaker's partition-for-partition
+        // copy fits.
+        let topics: Vec<NewTopic<'_>> = config
+            .topics()
+            .into_iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    config.partitions,
+                    TopicReplication::Fixed(config.replication_factor),
+                )
+            })
+            .collect();
         let options = AdminOptions::new().request_timeout(Some(config.operation_timeout));
         let created = tokio::time::timeout(
             config.operation_timeout,
-            admin.create_topics([&topic], &options),
+            admin.create_topics(topics.iter(), &options),
         )
         .await;
         // The admin client joins its polling thread when dropped.
@@ -254,8 +351,8 @@ impl KafkaLog {
         // A topic just created takes a moment to show in every broker's metadata.
         let deadline = tokio::time::Instant::now() + config.operation_timeout;
         loop {
-            match self.partitions().await {
-                Ok(partitions) if !partitions.is_empty() => return Ok(()),
+            match self.all_partitions().await {
+                Ok(partitions) if partitions.iter().all(|p| !p.is_empty()) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => debug!(error = %e, "waiting for topic metadata"),
@@ -276,6 +373,20 @@ impl KafkaLog {
         let topic = self.inner.config.topic.clone();
         let timeout = self.inner.config.operation_timeout;
         blocking(move || topic_partitions(producer.client(), &topic, timeout)).await?
+    }
+
+    /// The partition ids of every topic read, in lane order.
+    async fn all_partitions(&self) -> Result<Vec<Vec<i32>>, BackendError> {
+        let producer = self.producer();
+        let config = self.inner.config.clone();
+        blocking(move || {
+            config
+                .topics()
+                .into_iter()
+                .map(|t| topic_partitions(producer.client(), t, config.operation_timeout))
+                .collect()
+        })
+        .await?
     }
 
     /// The current producer; a new one when the current one hit a fatal error.
@@ -488,14 +599,19 @@ impl LogSource for KafkaLog {
                 .consumer_config(&group)
                 .create_with_context(LogContext)
                 .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
-            let partitions =
-                topic_partitions(consumer.client(), &config.topic, config.operation_timeout)?;
-            committed_offsets(
-                &consumer,
-                &config.topic,
-                &partitions,
-                config.operation_timeout,
-            )
+            let mut positions = Vec::new();
+            for (lane, topic) in config.topics().into_iter().enumerate() {
+                let partitions =
+                    topic_partitions(consumer.client(), topic, config.operation_timeout)?;
+                positions.extend(committed_offsets(
+                    &consumer,
+                    lane,
+                    topic,
+                    &partitions,
+                    config.operation_timeout,
+                )?);
+            }
+            Ok(positions)
         })
         .await?
     }
@@ -509,6 +625,7 @@ impl LogSource for KafkaLog {
 /// asked again until `timeout`, as librdkafka does not.
 fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
+    lane: usize,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
@@ -541,7 +658,7 @@ fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some(Position {
-                partition: u32::try_from(e.partition()).ok()?,
+                partition: lane_partition(lane, e.partition()),
                 offset: u64::try_from(o).ok()?,
             }),
             _ => None,

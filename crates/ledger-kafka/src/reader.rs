@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt as _;
-use ledger_core::Event;
 use ledger_core::ports::{BackendError, LogReader, LogRecord, Position, StartFrom};
+use ledger_core::{Event, Timestamp};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -15,50 +15,71 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::context::ReaderContext;
-use crate::{KafkaConfig, blocking, committed_offsets, topic_partitions, unavailable};
+use crate::{
+    KafkaConfig, blocking, committed_offsets, lane_partition, split_partition, topic_partitions,
+    unavailable,
+};
 
 /// How often, at most, a reader asks the brokers for the partitions' watermarks.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
+/// The longest a watermark request may take before the brokers count as unreachable.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// A watermark request unanswered for this long is reported as a read error.
+const UNANSWERED: Duration = Duration::from_secs(2);
 
 type Kafka = StreamConsumer<ReaderContext>;
 
 /// Reads the log from a position (no commits) or as a member of a consumer group
 /// (resuming from, and committing to, the group's offsets).
 ///
+/// The log may span several topics (a region's own and the ones replicated from other
+/// regions): positions, commits and watermarks are per (topic, partition), the topic
+/// folded into the position's partition number ([`lane_partition`]).
+///
 /// Polling never blocks the async runtime: records come from librdkafka's queue, and
 /// blocking calls (metadata, commits, watermarks) run on the blocking pool.
 pub struct KafkaReader {
     /// `None` only while being dropped.
     consumer: Option<Arc<Kafka>>,
-    topic: String,
+    /// Every topic read, in lane order (the lane is the index).
+    topics: Vec<String>,
     /// The consumer group whose offsets this reader commits, for
     /// [`StartFrom::Committed`]; `None` for a reader that never commits.
     group: Option<String>,
-    /// Every partition of the topic when the reader was opened.
-    partitions: Vec<i32>,
+    /// Every partition of the topics when the reader was opened ([`lane_partition`]).
+    partitions: Vec<u32>,
     /// The next offset to read per partition (0 = the beginning, when nothing was read).
-    next: BTreeMap<i32, i64>,
+    next: BTreeMap<u32, i64>,
     /// What this reader knows to be committed for its group, per partition.
-    committed: BTreeMap<i32, i64>,
+    committed: BTreeMap<u32, i64>,
     watermarks: Arc<Mutex<Watermarks>>,
     operation_timeout: Duration,
     /// A record that could not be decoded: the reader stops there, as the embedded log
     /// does, rather than skip an event.
     stuck: Option<(String, String)>,
+    /// See [`LogReader::caught_up_at`].
+    caught_up_at: Option<Timestamp>,
 }
 
 /// Cached low and high watermarks per partition, refreshed in the background.
 #[derive(Debug, Default)]
 struct Watermarks {
-    by_partition: HashMap<i32, (i64, i64)>,
+    by_partition: HashMap<u32, (i64, i64)>,
     refreshed_at: Option<Instant>,
-    refreshing: bool,
+    /// Since when a refresh has been running, if one is.
+    refreshing: Option<Instant>,
+    /// When the request behind `by_partition` was sent, if every partition answered:
+    /// the log held no event acknowledged before then above these high watermarks.
+    asked_at: Option<Timestamp>,
+    /// Why the latest refresh failed (the brokers could not be reached, no metadata,
+    /// no leader); cleared by the next complete one.
+    error: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaReader")
-            .field("topic", &self.topic)
+            .field("topics", &self.topics)
             .field("group", &self.group)
             .field("next", &self.next)
             .field("committed", &self.committed)
@@ -78,7 +99,7 @@ impl KafkaReader {
             ),
         };
         let consumer: Kafka = config
-            .consumer_config(&group)
+            .consumer_config_as(&group, commits)
             .create_with_context(ReaderContext {
                 group: group.clone(),
             })
@@ -87,7 +108,7 @@ impl KafkaReader {
         // the runtime.
         let mut reader = KafkaReader {
             consumer: Some(Arc::new(consumer)),
-            topic: config.topic.clone(),
+            topics: config.topics().into_iter().map(str::to_owned).collect(),
             group: commits.then_some(group),
             partitions: Vec::new(),
             next: BTreeMap::new(),
@@ -95,18 +116,27 @@ impl KafkaReader {
             watermarks: Arc::default(),
             operation_timeout: config.operation_timeout,
             stuck: None,
+            caught_up_at: None,
         };
         let consumer = reader.consumer()?;
-        let topic = reader.topic.clone();
+        let topics = reader.topics.clone();
         let timeout = reader.operation_timeout;
         let (partitions, committed) = blocking(move || {
-            let partitions = topic_partitions(consumer.client(), &topic, timeout)?;
-            let committed = if commits {
-                committed_offsets(&*consumer, &topic, &partitions, timeout)?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, BackendError>((partitions, committed))
+            let (mut all, mut committed) = (Vec::new(), Vec::new());
+            for (lane, topic) in topics.iter().enumerate() {
+                let partitions = topic_partitions(consumer.client(), topic, timeout)?;
+                if commits {
+                    committed.extend(committed_offsets(
+                        &*consumer,
+                        lane,
+                        topic,
+                        &partitions,
+                        timeout,
+                    )?);
+                }
+                all.extend(partitions.into_iter().map(|p| lane_partition(lane, p)));
+            }
+            Ok::<_, BackendError>((all, committed))
         })
         .await??;
         reader.partitions = partitions;
@@ -116,7 +146,7 @@ impl KafkaReader {
             StartFrom::Committed { .. } => {
                 reader.committed = committed
                     .iter()
-                    .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+                    .map(|p| (p.partition, offset_value(p.offset)))
                     .collect();
                 // Until records arrive, the reader is where the group left off; a
                 // partition never committed starts at the beginning
@@ -126,14 +156,17 @@ impl KafkaReader {
                     .iter()
                     .map(|&p| (p, reader.committed.get(&p).copied().unwrap_or(0)))
                     .collect();
+                let topics: Vec<&str> = reader.topics.iter().map(String::as_str).collect();
                 consumer
-                    .subscribe(&[reader.topic.as_str()])
+                    .subscribe(&topics)
                     .map_err(|e| unavailable("subscribe", e))?;
             }
             StartFrom::Beginning => reader.assign(&consumer, &[])?,
             StartFrom::Positions(positions) => reader.assign(&consumer, &positions)?,
         }
-        debug!(topic = %reader.topic, group = ?reader.group, next = ?reader.next, "kafka reader opened");
+        debug!(topics = ?reader.topics, group = ?reader.group, next = ?reader.next, "kafka reader opened");
+        // The end of the log as of now: the first proof of being caught up needs it.
+        reader.refresh_watermarks(consumer);
         Ok(reader)
     }
 
@@ -141,12 +174,13 @@ impl KafkaReader {
     /// the beginning. An offset the partition no longer (or never) had falls back to the
     /// earliest one (`auto.offset.reset=earliest`): replaying is safe, skipping is not.
     fn assign(&mut self, consumer: &Kafka, positions: &[Position]) -> Result<(), BackendError> {
-        let named: HashMap<i32, i64> = positions
+        let named: HashMap<u32, i64> = positions
             .iter()
-            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .map(|p| (p.partition, offset_value(p.offset)))
             .collect();
         for p in named.keys().filter(|p| !self.partitions.contains(p)) {
-            warn!(topic = %self.topic, partition = p, "start position names a partition the topic does not have");
+            let (lane, partition) = split_partition(*p);
+            warn!(topic = ?self.topics.get(lane), partition, "start position names a partition the topics do not have");
         }
         let mut tpl = TopicPartitionList::with_capacity(self.partitions.len());
         for &p in &self.partitions {
@@ -154,13 +188,42 @@ impl KafkaReader {
                 Some(&o) => (Offset::Offset(o), o),
                 None => (Offset::Beginning, 0),
             };
-            tpl.add_partition_offset(&self.topic, p, offset)
+            let (topic, partition) = self.topic_partition(p)?;
+            tpl.add_partition_offset(topic, partition, offset)
                 .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
             self.next.insert(p, next);
         }
         consumer
             .assign(&tpl)
             .map_err(|e| unavailable("assign partitions", e))
+    }
+
+    /// The topic and Kafka partition of a position's partition number.
+    fn topic_partition(&self, p: u32) -> Result<(&str, i32), BackendError> {
+        let (lane, partition) = split_partition(p);
+        self.topics
+            .get(lane)
+            .map(|t| (t.as_str(), partition))
+            .ok_or_else(|| {
+                BackendError::Other(format!("kafka reader has no topic for partition {p}"))
+            })
+    }
+
+    /// The position's partition number of a record or an assignment element.
+    fn lane_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        let lane = self.topics.iter().position(|t| t == topic)?;
+        Some(lane_partition(lane, partition))
+    }
+
+    /// The partitions this group member owns now, as position partition numbers.
+    fn assigned(&self, consumer: &Kafka) -> Result<BTreeSet<u32>, BackendError> {
+        Ok(consumer
+            .assignment()
+            .map_err(|e| unavailable("assignment", e))?
+            .elements()
+            .iter()
+            .filter_map(|e| self.lane_of(e.topic(), e.partition()))
+            .collect())
     }
 
     fn consumer(&self) -> Result<Arc<Kafka>, BackendError> {
@@ -180,7 +243,11 @@ impl KafkaReader {
 
     /// Decodes one record into `out`, or marks the reader stuck on it.
     fn take(&mut self, message: &BorrowedMessage<'_>, out: &mut Vec<LogRecord>) {
-        let (partition, offset) = (message.partition(), message.offset());
+        let (topic, offset) = (message.topic(), message.offset());
+        let Some(partition) = self.lane_of(topic, message.partition()) else {
+            warn!(%topic, "record from a topic this reader does not read, skipped");
+            return;
+        };
         let decoded = match message.payload() {
             Some(bytes) => Event::from_json(bytes).map_err(|e| e.to_string()),
             None => Err("record has no value".to_owned()),
@@ -190,14 +257,14 @@ impl KafkaReader {
                 self.next.insert(partition, offset.saturating_add(1));
                 out.push(LogRecord {
                     position: Position {
-                        partition: u32::try_from(partition).unwrap_or_default(),
+                        partition,
                         offset: u64::try_from(offset).unwrap_or_default(),
                     },
                     event,
                 });
             }
             Err(error) => {
-                let position = format!("{}/{partition}@{offset}", self.topic);
+                let position = format!("{topic}/{}@{offset}", message.partition());
                 warn!(%position, %error, "undecodable record in the log, reader stops here");
                 self.stuck = Some((position, error));
             }
@@ -212,38 +279,107 @@ impl KafkaReader {
             let fresh = cache
                 .refreshed_at
                 .is_some_and(|t| t.elapsed() < WATERMARK_REFRESH);
-            if cache.refreshing || fresh {
+            if cache.refreshing.is_some() || fresh {
                 return;
             }
-            cache.refreshing = true;
+            cache.refreshing = Some(Instant::now());
         }
         let cache = self.watermarks.clone();
-        let topic = self.topic.clone();
-        let partitions: BTreeSet<i32> = self
+        let topics = self.topics.clone();
+        let partitions: BTreeSet<u32> = self
             .partitions
             .iter()
             .chain(self.next.keys())
             .copied()
             .collect();
-        let timeout = self.operation_timeout;
+        let timeout = self.operation_timeout.min(WATERMARK_TIMEOUT);
         // Holding the consumer here is fine: if the reader goes away meanwhile, the
         // consumer is closed on this blocking thread.
         tokio::task::spawn_blocking(move || {
+            let asked_at = Timestamp::now();
             let mut fetched = HashMap::with_capacity(partitions.len());
+            let mut error = None;
             for p in partitions {
-                match consumer.fetch_watermarks(&topic, p, timeout) {
+                let (lane, partition) = split_partition(p);
+                let Some(topic) = topics.get(lane) else {
+                    continue;
+                };
+                match consumer.fetch_watermarks(topic, partition, timeout) {
                     Ok(w) => {
                         fetched.insert(p, w);
                     }
-                    Err(e) => debug!(%topic, partition = p, error = %e, "kafka watermarks unknown"),
+                    Err(e) => {
+                        // The brokers are likely unreachable: the other partitions
+                        // would only wait as long again.
+                        debug!(%topic, partition, error = %e, "kafka watermarks unknown");
+                        error = Some(format!("watermarks of {topic}/{partition}: {e}"));
+                        break;
+                    }
                 }
             }
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            // A partition whose watermarks could not be fetched has an unknown lag.
-            cache.by_partition = fetched;
+            if error.is_some() {
+                // Unknown watermarks: an unknown lag, and nothing to prove progress by.
+                cache.by_partition.clear();
+                cache.asked_at = None;
+            } else {
+                cache.by_partition = fetched;
+                cache.asked_at = Some(asked_at);
+            }
+            cache.error = error;
             cache.refreshed_at = Some(Instant::now());
-            cache.refreshing = false;
+            cache.refreshing = None;
         });
+    }
+
+    /// The partitions the reader must have read to the end: those it owns as a group
+    /// member (none before its first assignment), every partition otherwise.
+    fn owned(&self) -> Option<Vec<u32>> {
+        if self.group.is_none() {
+            return Some(self.partitions.clone());
+        }
+        let assigned = self.assigned(self.consumer.as_ref()?).ok()?;
+        (!assigned.is_empty()).then(|| assigned.into_iter().collect())
+    }
+
+    /// Moves [`LogReader::caught_up_at`] forward when the positions reached the high
+    /// watermarks of the latest complete watermark request.
+    fn prove_caught_up(&mut self) {
+        let Some(owned) = self.owned() else {
+            return;
+        };
+        let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(asked_at) = cache.asked_at else {
+            return;
+        };
+        if self.caught_up_at >= Some(asked_at) {
+            return;
+        }
+        let at_end = owned.iter().all(|p| {
+            cache
+                .by_partition
+                .get(p)
+                .is_some_and(|&(low, high)| self.next.get(p).copied().unwrap_or(0).max(low) >= high)
+        });
+        if at_end {
+            self.caught_up_at = Some(asked_at);
+        }
+    }
+
+    /// Why the brokers could not be read: the latest watermark request failed, or has
+    /// had no answer for a while (a hung broker keeps its connections open).
+    fn broker_error(&self) -> Option<BackendError> {
+        let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = &cache.error {
+            return Some(unavailable("read", e));
+        }
+        let waiting = cache.refreshing?.elapsed();
+        (waiting >= UNANSWERED).then(|| {
+            unavailable(
+                "read",
+                format!("no answer to a watermark request for {waiting:?}"),
+            )
+        })
     }
 }
 
@@ -260,10 +396,6 @@ impl Drop for KafkaReader {
     }
 }
 
-fn partition_id(p: u32) -> i32 {
-    i32::try_from(p).unwrap_or(i32::MAX)
-}
-
 fn offset_value(o: u64) -> i64 {
     i64::try_from(o).unwrap_or(i64::MAX)
 }
@@ -275,34 +407,51 @@ impl LogReader for KafkaReader {
             return Err(e);
         }
         let consumer = self.consumer()?;
+        self.prove_caught_up();
         let mut out = Vec::new();
+        let mut failed = None;
         if max > 0 {
             // Wait (at most `wait`) for the first record only, then take what is
-            // already queued, so a flowing log is returned without delay.
-            let first = tokio::time::timeout(wait, consumer.recv()).await;
-            if let Ok(first) = first {
-                let message = first.map_err(|e| unavailable("poll", e))?;
-                self.take(&message, &mut out);
-                drop(message);
-                while out.len() < max && self.stuck.is_none() {
-                    match consumer.recv().now_or_never() {
-                        None => break,
-                        Some(Ok(message)) => self.take(&message, &mut out),
-                        Some(Err(e)) => {
-                            // The records already taken are returned; the error shows
-                            // again on the next poll if it persists.
-                            warn!(topic = %self.topic, error = %e, "kafka poll failed after a partial batch");
-                            break;
-                        }
+            // already queued, so a flowing log is returned without delay. Errors
+            // librdkafka queued (brokers down, transport failures) are taken and
+            // remembered until then, not returned one per poll: after an outage their
+            // backlog would otherwise hold the reader back long after the brokers
+            // are back.
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Err(_elapsed) => break,
+                    Ok(Err(e)) => failed = Some(unavailable("poll", e)),
+                    Ok(Ok(message)) => {
+                        self.take(&message, &mut out);
+                        break;
+                    }
+                }
+            }
+            while !out.is_empty() && out.len() < max && self.stuck.is_none() {
+                match consumer.recv().now_or_never() {
+                    None => break,
+                    Some(Ok(message)) => self.take(&message, &mut out),
+                    Some(Err(e)) => {
+                        // The records already taken are returned; the error shows
+                        // again on the next poll if it persists.
+                        warn!(topics = ?self.topics, error = %e, "kafka poll failed after a partial batch");
+                        break;
                     }
                 }
             }
         }
         self.refresh_watermarks(consumer);
-        if out.is_empty()
-            && let Some(e) = self.stuck_error()
-        {
-            return Err(e);
+        self.prove_caught_up();
+        if out.is_empty() {
+            // Nothing read and the brokers unreachable: say so rather than look idle.
+            if let Some(e) = self
+                .stuck_error()
+                .or(failed)
+                .or_else(|| self.broker_error())
+            {
+                return Err(e);
+            }
         }
         Ok(out)
     }
@@ -314,16 +463,10 @@ impl LogReader for KafkaReader {
         let consumer = self.consumer()?;
         // Only partitions this member owns now: after a rebalance another member may
         // own (and have committed further on) a partition this reader once read.
-        let assigned: BTreeSet<i32> = consumer
-            .assignment()
-            .map_err(|e| unavailable("assignment", e))?
-            .elements_for_topic(&self.topic)
+        let assigned = self.assigned(&consumer)?;
+        let mut wanted: Vec<(u32, i64)> = next
             .iter()
-            .map(|e| e.partition())
-            .collect();
-        let mut wanted: Vec<(i32, i64)> = next
-            .iter()
-            .map(|p| (partition_id(p.partition), offset_value(p.offset)))
+            .map(|p| (p.partition, offset_value(p.offset)))
             .collect();
         wanted.sort_unstable();
         let mut tpl = TopicPartitionList::with_capacity(wanted.len());
@@ -337,7 +480,8 @@ impl LogReader for KafkaReader {
             if self.committed.get(&p).is_some_and(|&c| c >= offset) {
                 continue;
             }
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))
+            let (topic, partition) = self.topic_partition(p)?;
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
                 .map_err(|e| BackendError::Other(format!("kafka commit: {e}")))?;
             committing.push((p, offset));
         }
@@ -356,34 +500,18 @@ impl LogReader for KafkaReader {
         self.next
             .iter()
             .map(|(&p, &o)| Position {
-                partition: u32::try_from(p).unwrap_or_default(),
+                partition: p,
                 offset: u64::try_from(o).unwrap_or_default(),
             })
             .collect()
     }
 
     fn lag(&self) -> Option<u64> {
+        // A group member lags only on what it owns; before its first assignment the lag
+        // is unknown, not zero.
+        let partitions = self.owned()?;
         let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
         cache.refreshed_at?;
-        let partitions: Vec<i32> = if self.group.is_some() {
-            // A group member lags only on what it owns; before its first assignment
-            // the lag is unknown, not zero.
-            let assigned: Vec<i32> = self
-                .consumer
-                .as_ref()?
-                .assignment()
-                .ok()?
-                .elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| e.partition())
-                .collect();
-            if assigned.is_empty() {
-                return None;
-            }
-            assigned
-        } else {
-            self.partitions.clone()
-        };
         let mut lag = 0u64;
         for p in partitions {
             let &(low, high) = cache.by_partition.get(&p)?;
@@ -391,5 +519,9 @@ impl LogReader for KafkaReader {
             lag = lag.saturating_add(u64::try_from(high.saturating_sub(next)).unwrap_or(0));
         }
         Some(lag)
+    }
+
+    fn caught_up_at(&self) -> Option<Timestamp> {
+        self.caught_up_at
     }
 }

@@ -12,6 +12,7 @@
 
 mod schema;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,10 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
-use scylla::serialize::row::SerializeRow;
+use scylla::serialize::SerializationError;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::writers::RowWriter;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use tracing::{debug, info};
 use uuid::Uuid;
@@ -34,8 +38,11 @@ use uuid::Uuid;
 /// The replication map used when none is configured: one copy, for development.
 pub const DEFAULT_REPLICATION: &str = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
 
-/// How many per-row read-modify-writes (or inserts) run at once.
+/// How many requests (a read, a family's batch of writes) run at once.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// Families read back per request (`WHERE session_id IN ?`).
+const READ_CHUNK: usize = 50;
 
 /// The largest TTL CQL accepts (20 years).
 const MAX_TTL_SECONDS: i64 = 630_720_000;
@@ -103,6 +110,7 @@ struct Inner {
 #[derive(Debug)]
 struct Statements {
     get_family: PreparedStatement,
+    get_families: PreparedStatement,
     put_family: PreparedStatement,
     scan_families: PreparedStatement,
     get_subject: PreparedStatement,
@@ -238,44 +246,164 @@ impl ScyllaStore {
         rows.iter().map(|(state,)| decode(state, table)).collect()
     }
 
-    /// Merges one family into its stored row.
+    /// [`ProjectionStore::write_batch`]: reads the families not in `known` (many
+    /// per request), merges, then writes each family's history rows and changed
+    /// state as one unlogged batch (a single partition key, so a single mutation),
+    /// at most [`MAX_IN_FLIGHT`] requests at once. Events of families not in `batch`
+    /// are recorded too. Returns the state now stored for each family of `batch`.
     ///
-    /// A plain read-modify-write, no lightweight transaction (a Paxos round per write):
-    /// there is a single writer per family, the projector instance consuming that
-    /// family's log partition (the log is keyed by family id), so no other write lands
-    /// between the read and the write. This relies on a projector finishing its writes
-    /// of a partition before the partition is handed to another instance; two writers
-    /// racing on one family would be last-write-wins.
-    async fn merge_family(&self, family: &FamilyState, now: Timestamp) -> Result<(), BackendError> {
-        let id = *family.session_id.as_uuid();
-        let stored = self
-            .state_of("read family", &self.inner.st.get_family, (id,))
-            .await?;
-        let merged = match &stored {
-            None => family.clone(),
-            Some(stored) => {
-                let stored: FamilyState = decode(stored, &format!("families/{id}"))?;
-                let mut joined = stored.clone();
-                joined.merge(family);
-                if joined == stored {
-                    // Nothing new (a duplicate or a replay): the row and its TTL stand.
-                    return Ok(());
-                }
-                joined
+    /// A plain read-modify-write, no lightweight transaction (a Paxos round per
+    /// write): there is a single writer per family, the projector instance consuming
+    /// that family's log partition (the log is keyed by family id), so no other write
+    /// lands between the read and the write. This relies on a projector finishing its
+    /// writes of a partition before the partition is handed to another instance; two
+    /// writers racing on one family would be last-write-wins.
+    async fn merge_batch(
+        &self,
+        batch: &Projection,
+        events: &[Event],
+        known: &HashMap<SessionId, FamilyState>,
+    ) -> Result<Vec<FamilyState>, BackendError> {
+        let now = Timestamp::now();
+        let unknown: Vec<Uuid> = batch
+            .families()
+            .filter(|f| !known.contains_key(&f.session_id))
+            .map(|f| *f.session_id.as_uuid())
+            .collect();
+        let reads: Vec<_> = unknown
+            .chunks(READ_CHUNK)
+            .map(|ids| self.read_families(ids.to_vec()))
+            .collect();
+        let mut stored: HashMap<Uuid, FamilyState> = HashMap::with_capacity(unknown.len());
+        let mut read = stream::iter(reads).buffer_unordered(MAX_IN_FLIGHT);
+        while let Some(found) = read.next().await {
+            stored.extend(found?);
+        }
+        drop(read);
+
+        let mut history: HashMap<Uuid, Vec<Row>> = HashMap::new();
+        for event in events {
+            if let Some(row) = self.history_row(event, now)? {
+                history.entry(row.0).or_default().push(row.1);
             }
+        }
+        let mut now_stored = Vec::with_capacity(batch.families().len());
+        let mut writes: Vec<(Uuid, Vec<Row>)> = Vec::with_capacity(history.len() + unknown.len());
+        for family in batch.families() {
+            let id = *family.session_id.as_uuid();
+            let before = known.get(&family.session_id).or_else(|| stored.get(&id));
+            let merged = match before {
+                None => Some(family.clone()),
+                Some(before) => {
+                    let mut joined = before.clone();
+                    joined.merge(family);
+                    // Nothing new (a duplicate or a replay): the row and its TTL stand.
+                    (joined != *before).then_some(joined)
+                }
+            };
+            let mut rows = history.remove(&id).unwrap_or_default();
+            match merged {
+                Some(merged) => {
+                    // Past its retain time the row would be invisible: not written.
+                    match ttl_seconds(merged.retain_until, now) {
+                        Some(ttl) => rows.push(Row::Family((id, encode(&merged), ttl))),
+                        None => debug!(session_id = %id, "family past its retention, not written"),
+                    }
+                    now_stored.push(merged);
+                }
+                None => now_stored.extend(before.cloned()),
+            }
+            if !rows.is_empty() {
+                writes.push((id, rows));
+            }
+        }
+        // History of families the batch does not change (none from a projector, whose
+        // batch folds these very events; kept for other callers).
+        writes.extend(history);
+        let families = bounded(writes.into_iter().map(|(_, rows)| self.write_rows(rows)));
+        let subjects: Vec<_> = batch
+            .subjects()
+            .map(|s| self.merge_subject(s, now))
+            .collect();
+        futures::try_join!(families, bounded(subjects))?;
+        Ok(now_stored)
+    }
+
+    /// The stored states of these families (absent rows are left out).
+    async fn read_families(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<(Uuid, FamilyState)>, BackendError> {
+        let what = "read families";
+        let rows = self
+            .execute(what, &self.inner.st.get_families, (ids,))
+            .await?
+            .into_rows_result()
+            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+        let rows = rows
+            .rows::<(Uuid, String)>()
+            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, state) = row.map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            out.push((id, decode(&state, &format!("families/{id}"))?));
+        }
+        Ok(out)
+    }
+
+    /// The history row of a family event still worth keeping.
+    fn history_row(
+        &self,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<Option<(Uuid, Row)>, BackendError> {
+        let (Some(session_id), Some(until)) = (event.session_id, history_retain_until(event))
+        else {
+            return Ok(None);
         };
-        // Past its retain time, the row would be invisible: it is not written.
-        let Some(ttl) = ttl_seconds(merged.retain_until, now) else {
-            debug!(session_id = %id, "family past its retention, not written");
-            return Ok(());
+        let Some(ttl) = ttl_seconds(until, now) else {
+            return Ok(None);
         };
-        self.execute(
-            "write family",
-            &self.inner.st.put_family,
-            (id, encode(&merged), ttl),
-        )
-        .await
-        .map(drop)
+        let body = String::from_utf8(event.to_json())
+            .map_err(|e| BackendError::Other(format!("event json: {e}")))?;
+        let id = *session_id.as_uuid();
+        Ok(Some((
+            id,
+            Row::Event((
+                id,
+                event.occurred_at.unix_micros(),
+                *event.event_id.as_uuid(),
+                body,
+                ttl,
+            )),
+        )))
+    }
+
+    /// Writes rows of one family: a single statement, or an unlogged batch.
+    async fn write_rows(&self, mut rows: Vec<Row>) -> Result<(), BackendError> {
+        if rows.len() == 1 {
+            let row = rows.pop().unwrap_or_else(|| unreachable!("one row"));
+            let statement = match &row {
+                Row::Family(_) => &self.inner.st.put_family,
+                Row::Event(_) => &self.inner.st.put_event,
+            };
+            return self.execute("write family", statement, row).await.map(drop);
+        }
+        let mut batch = Batch::new(BatchType::Unlogged);
+        // Upserts of whole rows: safe to retry.
+        batch.set_is_idempotent(true);
+        for row in &rows {
+            batch.append_statement(match row {
+                Row::Family(_) => self.inner.st.put_family.clone(),
+                Row::Event(_) => self.inner.st.put_event.clone(),
+            });
+        }
+        self.inner
+            .session
+            .batch(&batch, rows)
+            .await
+            .map(drop)
+            .map_err(|e| execution_error("write family batch", e))
     }
 
     /// Merges one subject-wide revocation into its stored row (one writer per subject:
@@ -329,6 +457,10 @@ impl Statements {
         Ok(Statements {
             get_family: prepare(format!(
                 "SELECT state FROM {ks}.families WHERE session_id = ?"
+            ))
+            .await?,
+            get_families: prepare(format!(
+                "SELECT session_id, state FROM {ks}.families WHERE session_id IN ?"
             ))
             .await?,
             put_family: prepare(format!(
@@ -399,6 +531,31 @@ fn ttl_seconds(until: Timestamp, now: Timestamp) -> Option<i32> {
     i32::try_from(seconds.clamp(1, MAX_TTL_SECONDS)).ok()
 }
 
+/// One row of a family's partition: its state or one of its history events.
+enum Row {
+    /// `(session_id, state, ttl)` into `families`.
+    Family((Uuid, String, i32)),
+    /// `(session_id, occurred_at, event_id, body, ttl)` into `family_events`.
+    Event((Uuid, i64, Uuid, String, i32)),
+}
+
+impl SerializeRow for Row {
+    fn serialize(
+        &self,
+        ctx: &RowSerializationContext<'_>,
+        writer: &mut RowWriter,
+    ) -> Result<(), SerializationError> {
+        match self {
+            Row::Family(values) => values.serialize(ctx, writer),
+            Row::Event(values) => values.serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// Runs the operations, at most [`MAX_IN_FLIGHT`] at once; the first error wins.
 async fn bounded<F>(operations: impl IntoIterator<Item = F>) -> Result<(), BackendError>
 where
@@ -445,19 +602,21 @@ fn execution_error(what: &str, e: ExecutionError) -> BackendError {
 #[async_trait]
 impl ProjectionStore for ScyllaStore {
     async fn write(&self, batch: &Projection) -> Result<(), BackendError> {
-        let now = Timestamp::now();
-        // Collected first: a stream holding the closures fails rustc's `Send` check
-        // ("implementation of `FnOnce` is not general enough", higher-ranked lifetimes).
-        let families: Vec<_> = batch
-            .families()
-            .map(|f| self.merge_family(f, now))
-            .collect();
-        let subjects: Vec<_> = batch
-            .subjects()
-            .map(|s| self.merge_subject(s, now))
-            .collect();
-        let (families, subjects) = (bounded(families), bounded(subjects));
-        futures::try_join!(families, subjects).map(drop)
+        self.merge_batch(batch, &[], &HashMap::new())
+            .await
+            .map(drop)
+    }
+
+    /// One request per family: an unlogged batch (one partition key, one mutation)
+    /// of its history rows and its merged state. Families not in `known` are read
+    /// back first, many per request.
+    async fn write_batch(
+        &self,
+        batch: &Projection,
+        events: &[Event],
+        known: &HashMap<SessionId, FamilyState>,
+    ) -> Result<Vec<FamilyState>, BackendError> {
+        self.merge_batch(batch, events, known).await
     }
 
     async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, BackendError> {

@@ -10,6 +10,8 @@
 //! - Seal keys: sign the log's seals, for tamper evidence ([`SealKeys`]).
 
 mod access;
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod refresh;
 mod seal;

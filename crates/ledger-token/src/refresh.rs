@@ -59,7 +59,8 @@ impl RefreshTokens {
         let (kid, key) = self
             .keys
             .last()
-            .unwrap_or_else(|| unreachable!("constructor refuses an empty key list"));
+            // `new` refuses an empty key list, and nothing removes keys.
+            .expect("a refresh key set is never empty");
         let mut payload = [0u8; 24];
         payload[..16].copy_from_slice(session.as_bytes());
         payload[16..].copy_from_slice(&generation.get().to_be_bytes());
@@ -118,8 +119,10 @@ impl RefreshTokens {
 }
 
 fn mac(key: &[u8; 32], data: &str) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    // HMAC accepts keys of any length (RFC 2104 pads or hashes them); only
+    // fixed-length MACs refuse a slice.
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data.as_bytes());
     mac
 }

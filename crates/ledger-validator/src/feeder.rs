@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::LazyLock;
 
 use ledger_http::metrics::register;
-use prometheus::{Gauge, IntGauge};
+use prometheus::{Gauge, IntCounter, IntGauge};
 
 use crate::RevocationView;
 
@@ -16,6 +16,12 @@ static CAUGHT_UP: LazyLock<Gauge> = LazyLock::new(|| {
     register(Gauge::new(
         "ledger_validator_caught_up_timestamp_seconds",
         "when the validator's view last had applied the whole log (staleness = now - this)",
+    ))
+});
+static TAIL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "ledger_validator_tail_errors_total",
+        "failed reads of the log (brokers unreachable, no metadata, fetch errors)",
     ))
 });
 static LAG: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -33,6 +39,10 @@ pub struct FeederConfig {
     /// How long one poll waits; bounds how stale an idle view can look.
     pub poll_wait: Duration,
     pub prune_every: Duration,
+    /// Test only (`LEDGER_FAILPOINT=abort-before-commit`): once the view has been
+    /// caught up, abort the process after applying the next batch's events to the
+    /// view and before recording its positions or declaring it caught up.
+    pub abort_before_commit: bool,
 }
 
 impl Default for FeederConfig {
@@ -42,6 +52,7 @@ impl Default for FeederConfig {
             batch_size: 1000,
             poll_wait: Duration::from_millis(500),
             prune_every: Duration::from_secs(60),
+            abort_before_commit: false,
         }
     }
 }
@@ -78,6 +89,8 @@ impl ViewFeeder {
                 Ok(reader) => break reader,
                 Err(e @ BackendError::Corrupt { .. }) => return Err(e),
                 Err(e) => {
+                    TAIL_ERRORS.inc();
+                    self.view.set_tail_error(Some(e.to_string()));
                     tracing::warn!(error = %e, "validator bootstrap failed, retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
@@ -87,6 +100,7 @@ impl ViewFeeder {
             }
         };
         let mut last_prune = tokio::time::Instant::now();
+        let mut failing = false;
         loop {
             let polled = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -94,17 +108,52 @@ impl ViewFeeder {
             };
             match polled {
                 Ok(batch) => {
+                    if self.config.abort_before_commit
+                        && !batch.is_empty()
+                        && self.view.status().caught_up_at.is_some()
+                    {
+                        self.view.apply_events(batch.iter().map(|r| &r.event));
+                        tracing::error!(
+                            events = batch.len(),
+                            "failpoint abort-before-commit: aborting with the batch applied, its positions not recorded"
+                        );
+                        std::process::abort();
+                    }
                     let lag = reader.lag();
-                    self.view.apply(&batch, reader.positions(), lag);
-                    if batch.is_empty() || lag == Some(0) {
-                        CAUGHT_UP.set(Timestamp::now().unix_micros() as f64 / 1e6);
+                    // Fresh only by the reader's proof that it reached the end of the
+                    // log: an empty poll from a reader cut off from the brokers is not.
+                    let caught_up_at = reader.caught_up_at();
+                    self.view
+                        .apply(&batch, reader.positions(), lag, caught_up_at);
+                    if let Some(at) = caught_up_at {
+                        CAUGHT_UP.set(at.unix_micros() as f64 / 1e6);
                     }
                     LAG.set(lag.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+                    if failing {
+                        tracing::info!(?caught_up_at, "validator reads the log again");
+                        failing = false;
+                        self.view.set_tail_error(None);
+                    }
                 }
                 Err(e @ BackendError::Corrupt { .. }) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "validator tail failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    TAIL_ERRORS.inc();
+                    // Once per outage at warn; the view goes stale by itself.
+                    if failing {
+                        tracing::debug!(error = %e, "validator tail failed, retrying");
+                    } else {
+                        tracing::warn!(error = %e, max_staleness = ?self.view.max_staleness(),
+                            "validator cannot read the log, it fails closed once its view is older than max_staleness");
+                    }
+                    failing = true;
+                    self.view.set_tail_error(Some(e.to_string()));
+                    // The reader's proof holds whatever the error: publish it.
+                    self.view
+                        .apply(&[], reader.positions(), reader.lag(), reader.caught_up_at());
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
                 }
             }
             if last_prune.elapsed() >= self.config.prune_every {

@@ -6,8 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
 use ledger_http::metrics::register;
-use ledger_http::{ApiError, Form, ServiceCredential, no_store_json};
+use ledger_http::{ApiError, Credentials, Form, Scope, no_store_json};
+use ledger_token::AccessClaims;
 use prometheus::{IntCounterVec, Opts};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use crate::{Introspection, Introspector};
@@ -26,7 +28,8 @@ static INTROSPECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 #[derive(Clone, Debug)]
 pub struct ValidatorState {
     pub introspector: Introspector,
-    pub credential: ServiceCredential,
+    /// Resource servers' credentials ([`Scope::Introspect`]).
+    pub credentials: Credentials,
 }
 
 /// Registers the validator's routes.
@@ -47,43 +50,73 @@ async fn introspect(
     payload: web::Payload,
     state: web::Data<ValidatorState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Introspect)?;
     let form = Form::read(&req, payload).await?;
     let token = form.require("token")?;
     let outcome = state.introspector.introspect(token, Timestamp::now());
     INTROSPECTIONS.with_label_values(&[outcome.reason()]).inc();
-    let body = match &outcome {
-        Introspection::Active(claims) => {
-            let mut body = json!({
-                "active": true,
-                "token_type": "Bearer",
-                "iss": claims.iss,
-                "aud": claims.aud,
-                "sub": claims.sub,
-                "sid": claims.sid,
-                "jti": claims.jti,
-                "iat": claims.iat,
-                "exp": claims.exp,
-            });
-            if let (Some(client_id), Some(obj)) = (&claims.client_id, body.as_object_mut()) {
-                obj.insert("client_id".into(), Value::from(client_id.clone()));
-            }
-            if let Some(obj) = body.as_object_mut() {
-                for (k, v) in &claims.extra {
-                    obj.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            body
-        }
+    match &outcome {
+        Introspection::Active(claims) => Ok(no_store_json(StatusCode::OK, &ActiveAnswer(claims))),
         other => {
             tracing::debug!(reason = other.reason(), detail = ?other, "token not active");
             if let Introspection::Stale(v) = other {
                 tracing::warn!(verdict = ?v, "introspection failed closed: revocation view is stale");
             }
-            json!({ "active": false })
+            Ok(no_store_json(
+                StatusCode::OK,
+                &InactiveAnswer { active: false },
+            ))
         }
-    };
-    Ok(no_store_json(StatusCode::OK, &body))
+    }
+}
+
+/// The members an active answer sets itself; a login service's extra claim of the
+/// same name is not echoed.
+const ANSWER_MEMBERS: [&str; 10] = [
+    "active",
+    "token_type",
+    "iss",
+    "aud",
+    "sub",
+    "sid",
+    "jti",
+    "iat",
+    "exp",
+    "client_id",
+];
+
+/// The RFC 7662 answer for an active token, written straight from the verified
+/// claims (every claim is echoed; extra claims after ours, never replacing them).
+struct ActiveAnswer<'a>(&'a AccessClaims);
+
+impl Serialize for ActiveAnswer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("active", &true)?;
+        map.serialize_entry("token_type", "Bearer")?;
+        map.serialize_entry("iss", &c.iss)?;
+        map.serialize_entry("aud", &c.aud)?;
+        map.serialize_entry("sub", &c.sub)?;
+        map.serialize_entry("sid", &c.sid)?;
+        map.serialize_entry("jti", &c.jti)?;
+        map.serialize_entry("iat", &c.iat)?;
+        map.serialize_entry("exp", &c.exp)?;
+        if let Some(client_id) = &c.client_id {
+            map.serialize_entry("client_id", client_id)?;
+        }
+        for (k, v) in &c.extra {
+            if !ANSWER_MEMBERS.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct InactiveAnswer {
+    active: bool,
 }
 
 async fn revocation(
@@ -91,7 +124,7 @@ async fn revocation(
     path: web::Path<String>,
     state: web::Data<ValidatorState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.credential.check(&req)?;
+    state.credentials.check(&req, Scope::Introspect)?;
     let id = SessionId::parse(&path)
         .map_err(|e| ApiError::invalid_request(format!("session id: {e}")))?;
     let view = state.introspector.view();
@@ -141,6 +174,7 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
         "staleness_ms": s.caught_up_at.map(|t| now.duration_since(t).as_millis()),
         "max_staleness_ms": view.max_staleness().as_millis(),
         "stale": view.staleness(now).is_some(),
+        "tail_error": s.tail_error,
         "families": s.families,
         "subjects": s.subjects,
     }))
@@ -148,11 +182,71 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
 
 async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {
     let view = state.introspector.view();
-    let ready = view.status().bootstrapped && view.staleness(Timestamp::now()).is_none();
-    let status = if ready {
-        StatusCode::OK
+    let s = view.status();
+    // Ready only once the view has provably read the log to the end it saw at start,
+    // and while it stays within the staleness bound.
+    let reason = if !s.bootstrapped {
+        Some("bootstrapping")
+    } else if view.staleness(Timestamp::now()).is_some() {
+        Some("stale")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        None
     };
-    HttpResponse::build(status).json(json!({ "ready": ready }))
+    match reason {
+        None => HttpResponse::Ok().json(json!({ "ready": true })),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": reason, "tail_error": s.tail_error })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(extra: Value) -> AccessClaims {
+        AccessClaims {
+            iss: "https://issuer.test".into(),
+            aud: "api".into(),
+            sub: "alice".into(),
+            sid: "01a22714-95f5-7569-9378-0e16f704cc02".into(),
+            jti: "j1".into(),
+            iat: 1_700_000_000,
+            exp: 1_700_000_900,
+            nbf: None,
+            client_id: Some("web".into()),
+            extra: extra.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn an_active_answer_echoes_every_claim() {
+        let c = claims(json!({"scope": "read write", "tenant": 7}));
+        let body = serde_json::to_value(ActiveAnswer(&c)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "active": true, "token_type": "Bearer", "iss": "https://issuer.test",
+                "aud": "api", "sub": "alice", "sid": "01a22714-95f5-7569-9378-0e16f704cc02",
+                "jti": "j1", "iat": 1_700_000_000, "exp": 1_700_000_900, "client_id": "web",
+                "scope": "read write", "tenant": 7,
+            })
+        );
+        // Written with "active" first: clients may read the answer's start.
+        let text = serde_json::to_string(&ActiveAnswer(&c)).unwrap();
+        assert!(text.starts_with(r#"{"active":true,"#), "{text}");
+    }
+
+    #[test]
+    fn extra_claims_never_replace_the_answers_own_members() {
+        let mut c = claims(json!({"active": false, "token_type": "x", "scope": "s"}));
+        c.client_id = None;
+        let text = serde_json::to_string(&ActiveAnswer(&c)).unwrap();
+        assert_eq!(text.matches("\"active\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"token_type\"").count(), 1, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["active"], true);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["scope"], "s");
+        assert!(body.get("client_id").is_none());
+    }
 }

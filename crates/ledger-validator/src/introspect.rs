@@ -89,13 +89,18 @@ impl Introspector {
         &self.view
     }
 
-    /// Installs new verification keys (rotation) without a restart. Tokens verified
-    /// under the previous keys are verified again.
-    pub fn set_keys(&self, keys: VerificationKeys) {
+    /// Installs new verification keys (rotation) without a restart. When the set
+    /// changed, tokens verified under the previous keys are verified again; the same
+    /// set again (a periodic re-read) keeps the cache. True when the set changed.
+    pub fn set_keys(&self, keys: VerificationKeys) -> bool {
+        if *self.tokens.load().keys() == keys {
+            return false;
+        }
         let mut tokens = AccessTokenValidator::clone(&self.tokens.load());
         tokens.set_keys(keys);
         self.tokens.store(Arc::new(tokens));
         self.cache.invalidate();
+        true
     }
 
     /// How many verified tokens are cached now.
@@ -181,7 +186,7 @@ mod tests {
         let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
         let (session, issued) = ledger_core::testing::login("alice", now);
         let events = vec![issued];
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         Fixture {
             issuer: AccessTokenIssuer::new(keys, ISS, AUD),
             introspector: Introspector::new(validator, view),
@@ -232,9 +237,12 @@ mod tests {
                 reason: RevokeReason::Logout,
             };
             let revoked = decide(p.family(&self.session), None, revoke, &ctx).unwrap();
-            self.introspector
-                .view()
-                .apply(&records(&revoked), vec![], Some(0));
+            self.introspector.view().apply(
+                &records(&revoked),
+                vec![],
+                Some(0),
+                Some(Timestamp::now()),
+            );
         }
     }
 
@@ -318,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn the_same_key_set_again_keeps_cached_verifications() {
+        let f = fixture(Duration::ZERO);
+        let token = f.mint("j1", Duration::from_secs(60));
+        assert!(f.introspector.introspect(&token, f.now).is_active());
+        // A periodic JWKS re-read returns the same keys (a fresh copy of them).
+        assert!(!f.introspector.set_keys(f.issuer.keys().verification_keys()));
+        assert_eq!(f.introspector.cached_tokens(), 1);
+        // The same key id with another public key is a change.
+        let rotated = SigningKeys::generate().verification_keys();
+        assert!(f.introspector.set_keys(rotated));
+        assert_eq!(f.introspector.cached_tokens(), 0);
+    }
+
+    #[test]
     fn a_stale_view_fails_closed_even_for_a_cached_token() {
         let f = fixture(Duration::ZERO);
         let token = f.mint("j1", Duration::from_secs(7200));
@@ -356,5 +378,54 @@ mod tests {
         )
         .await
         .expect("an unknown kid asks for fresh keys");
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1024);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Correctly signed tokens with any time claims, checked at any instant,
+            /// through the cache and against a revoked family: never a panic, and
+            /// never active once revoked.
+            #[test]
+            fn introspection_survives_any_time_claims(
+                iat in any::<i64>(),
+                exp in any::<i64>(),
+                now in any::<i64>(),
+                leeway in 0u64..600,
+            ) {
+                let f = fixture(Duration::from_secs(leeway));
+                let token = f.issuer.mint(&MintAccess {
+                    subject: &Subject::parse("alice").unwrap(),
+                    session_id: f.session,
+                    jti: "j",
+                    issued_at: Timestamp::from_unix_micros(iat),
+                    expires_at: Timestamp::from_unix_micros(exp),
+                    client_id: None,
+                    extra: &Default::default(),
+                });
+                let now = Timestamp::from_unix_micros(now);
+                let _ = f.introspector.introspect(&token, now);
+                let _ = f.introspector.introspect(&token, now);
+                f.revoke();
+                prop_assert!(!f.introspector.introspect(&token, now).is_active());
+            }
+        }
     }
 }

@@ -43,6 +43,8 @@ pub struct ViewStatus {
     pub subjects: usize,
     /// Heap bytes of the family table (exact) and the subject map (estimated).
     pub heap_bytes: usize,
+    /// Why the latest attempt to read the log failed, until a read succeeds again.
+    pub tail_error: Option<String>,
 }
 
 /// Subject-wide revocations by subject: few, copied on write.
@@ -77,6 +79,7 @@ pub struct RevocationView {
     caught_up_at: AtomicI64,
     lag: AtomicU64,
     positions: Mutex<Vec<Position>>,
+    tail_error: Mutex<Option<String>>,
 }
 
 /// One thread's handle on a [`RevocationView`], for the hottest loops.
@@ -132,6 +135,7 @@ impl RevocationView {
             caught_up_at: AtomicI64::new(i64::MIN),
             lag: AtomicU64::new(u64::MAX),
             positions: Mutex::new(Vec::new()),
+            tail_error: Mutex::new(None),
         }
     }
 
@@ -287,15 +291,26 @@ impl RevocationView {
         self.bootstrapped.store(true, Ordering::Release);
     }
 
-    /// Applies records read from the log; `lag` is what the reader still has to read.
-    pub fn apply(&self, records: &[LogRecord], positions: Vec<Position>, lag: Option<u64>) {
+    /// Applies records read from the log; `lag` is what the reader still has to read,
+    /// `caught_up_at` the reader's proof ([`LogReader::caught_up_at`]): the view holds
+    /// every event acknowledged before it once these records are applied. Neither an
+    /// empty batch nor a zero lag counts: only that proof keeps the view fresh.
+    ///
+    /// [`LogReader::caught_up_at`]: ledger_core::ports::LogReader::caught_up_at
+    pub fn apply(
+        &self,
+        records: &[LogRecord],
+        positions: Vec<Position>,
+        lag: Option<u64>,
+        caught_up_at: Option<Timestamp>,
+    ) {
         self.apply_events(records.iter().map(|r| &r.event));
         *self.positions.lock().unwrap_or_else(|p| p.into_inner()) = positions;
         self.lag.store(lag.unwrap_or(u64::MAX), Ordering::Relaxed);
-        // An empty poll means the reader reached the end of the log.
-        if records.is_empty() || lag == Some(0) {
+        if let Some(at) = caught_up_at {
+            // Only forward: the records are applied before the instant is published.
             self.caught_up_at
-                .store(Timestamp::now().unix_micros(), Ordering::Release);
+                .fetch_max(at.unix_micros(), Ordering::AcqRel);
         }
     }
 
@@ -401,7 +416,18 @@ impl RevocationView {
             revoked: table.revoked(),
             subjects: self.subjects.load().len(),
             heap_bytes: self.heap_bytes(),
+            tail_error: self
+                .tail_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Records why reading the log failed (`None` once a read succeeded), for
+    /// `/v1/status`.
+    pub fn set_tail_error(&self, error: Option<String>) {
+        *self.tail_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
     }
 
     /// Heap bytes held: the family table exactly (`capacity × 32`), the subject map
@@ -554,11 +580,39 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_poll_or_a_zero_lag_does_not_make_a_view_fresh() {
+        let view = RevocationView::new(Duration::from_secs(5));
+        let now = Timestamp::now();
+        let (id, events) = login_and_logout(now);
+        view.bootstrap(ledger_core::Projection::new());
+        // A reader cut off from the log returns nothing and may report a stale lag.
+        view.apply(&[], vec![], Some(0), None);
+        view.apply(&records(&events[..1]), vec![], Some(0), None);
+        let verdict = view.check(id, "alice", now, now);
+        assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
+        // A proof older than the bound keeps it stale.
+        let old = Timestamp::from_unix_micros(now.unix_micros() - 6_000_000);
+        view.apply(&[], vec![], Some(0), Some(old));
+        let verdict = view.check(id, "alice", now, now);
+        assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
+        // A fresh proof, after the records it covers, makes it answer; it never moves back.
+        view.apply(&records(&events[1..]), vec![], Some(0), Some(now));
+        view.apply(&[], vec![], Some(0), Some(old));
+        let verdict = view.check(id, "alice", now, now);
+        assert!(matches!(verdict, Verdict::Revoked { .. }), "{verdict:?}");
+    }
+
+    #[test]
     fn a_view_older_than_the_bound_fails_closed_and_says_how_old() {
         let view = RevocationView::new(Duration::from_secs(5));
         let now = Timestamp::now();
         let (id, events) = login_and_logout(now);
-        view.apply(&records(&events[..1]), vec![], Some(0));
+        view.apply(
+            &records(&events[..1]),
+            vec![],
+            Some(0),
+            Some(Timestamp::now()),
+        );
         assert_eq!(view.check(id, "alice", now, now), Verdict::Active);
         let later = now.saturating_add(Duration::from_secs(6));
         match view.check(id, "alice", now, later) {
@@ -573,8 +627,8 @@ mod tests {
         let now = Timestamp::now();
         let (id, events) = login_and_logout(now);
         let all = records(&events);
-        view.apply(&all, vec![], Some(0));
-        view.apply(&all, vec![], Some(0));
+        view.apply(&all, vec![], Some(0), Some(Timestamp::now()));
+        view.apply(&all, vec![], Some(0), Some(Timestamp::now()));
         match view.check(id, "alice", now, now) {
             Verdict::Revoked { reason, .. } => assert_eq!(reason, RevokeReason::Logout),
             other => panic!("expected revoked, got {other:?}"),
@@ -595,7 +649,7 @@ mod tests {
         };
         let event =
             decide_subject_revoke(Subject::parse("bob").unwrap(), RevokeReason::Admin, &ctx);
-        view.apply(&records(&[event]), vec![], Some(0));
+        view.apply(&records(&[event]), vec![], Some(0), Some(Timestamp::now()));
         let before = now.saturating_sub(Duration::from_secs(1));
         let after = now.saturating_add(Duration::from_secs(1));
         let unknown = SessionId::generate();
@@ -702,21 +756,21 @@ mod tests {
                 projection.apply(e);
             }
             let in_order = RevocationView::new(Duration::from_secs(60));
-            in_order.apply(&records(&events), vec![], Some(0));
+            in_order.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
 
             // Reversed, every third event twice, in two batches.
             let mut shuffled: Vec<Event> = events.iter().rev().cloned().collect();
             shuffled.extend(events.iter().step_by(3).cloned());
             let (a, b) = shuffled.split_at(shuffled.len() / 2);
             let other = RevocationView::new(Duration::from_secs(60));
-            other.apply(&records(b), vec![], None);
-            other.apply(&records(a), vec![], Some(0));
+            other.apply(&records(b), vec![], None, None);
+            other.apply(&records(a), vec![], Some(0), Some(Timestamp::now()));
             assert_eq!(in_order.digest(), other.digest(), "seed {seed}");
 
             // Bootstrapping from the projection gives the same view again.
             let booted = RevocationView::new(Duration::from_secs(60));
             booted.bootstrap(projection.clone());
-            booted.apply(&[], vec![], Some(0));
+            booted.apply(&[], vec![], Some(0), Some(Timestamp::now()));
             assert_eq!(in_order.digest(), booted.digest(), "seed {seed}");
 
             for family in projection.families() {
@@ -755,7 +809,7 @@ mod tests {
         let now = Timestamp::now();
         let view = RevocationView::new(Duration::from_secs(5));
         let (id, events) = login_and_logout(now);
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         let keep_until = view.revocation(id).unwrap().keep_until;
         assert_eq!(
             view.prune(keep_until.saturating_sub(Duration::from_millis(1))),
@@ -778,7 +832,7 @@ mod tests {
             ids.push(id);
             events.extend(e);
         }
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         let status = view.status();
         assert_eq!((status.families, status.revoked), (20_000, 20_000));
         assert!(status.heap_bytes <= 64 * 20_000, "{}", status.heap_bytes);
@@ -794,7 +848,7 @@ mod tests {
         let view = RevocationView::new(Duration::from_secs(5));
         let mut reader = view.reader();
         let (first, events) = login_and_logout(now);
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         assert!(matches!(
             reader.check(first, "alice", now, now),
             Verdict::Revoked { .. }
@@ -807,7 +861,7 @@ mod tests {
             ids.push(id);
             events.extend(e);
         }
-        view.apply(&records(&events), vec![], Some(0));
+        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
         for id in ids.iter().chain([&first]) {
             assert_eq!(
                 reader.check(*id, "alice", now, now),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ledger_core::ports::{LogRecord, Position, StartFrom};
-use ledger_core::seal::{ChainCheck, ChainReport};
+use ledger_core::seal::{Anchor, ChainCheck, ChainReport};
 use ledger_core::{Event, FamilyStatus, Projection, SessionId, Timestamp};
 use ledger_token::{KeyDir, VerificationKeys};
 
@@ -234,6 +234,19 @@ fn print_chain(out: &mut impl Write, report: ChainReport) -> anyhow::Result<bool
             chain.to_hex()
         )?;
     }
+    if report.anchors_checked > 0 || report.anchors_before_log_start > 0 {
+        writeln!(
+            out,
+            "chain:         {} anchors checked against the log, {} before its first event \
+             (compared with the seals only)",
+            report.anchors_checked, report.anchors_before_log_start
+        )?;
+    }
+    // The log's own chain at its end, per partition: record these lines outside the
+    // system and pass them back with --anchor FILE on the next audit.
+    for anchor in &report.log_heads {
+        writeln!(out, "anchor:        {anchor}")?;
+    }
     for finding in report.findings.iter().take(SHOWN) {
         writeln!(out, "chain:         {finding}")?;
     }
@@ -347,6 +360,9 @@ pub struct ReplayOptions {
     pub verify_chain: bool,
     /// The seal keys' public JWK Set for `verify_chain` (default: the key directory).
     pub seal_jwks: Option<PathBuf>,
+    /// Anchors recorded on an earlier audit (`partition offset chain` lines), checked
+    /// by `verify_chain` against the log's chain values.
+    pub anchors: Option<PathBuf>,
     /// How long `verify` waits for the projector to catch up.
     pub wait: Duration,
     /// Write the replayed events here as NDJSON (`-`: standard output).
@@ -362,8 +378,21 @@ pub struct ReplayOptions {
 pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::Result<bool> {
     let ports = Ports::open(settings).await?;
     // The seals are read before the log: everything they list is already in it.
+    let anchors = match &options.anchors {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--anchor: reading {}", path.display()))?;
+            Anchor::parse_lines(&text)
+                .map_err(|e| anyhow::anyhow!("--anchor: {}: {e}", path.display()))?
+        }
+    };
     let mut chain = if options.verify_chain {
-        Some(chain_check(&ports, settings, options.seal_jwks.as_deref()).await?)
+        Some(
+            chain_check(&ports, settings, options.seal_jwks.as_deref())
+                .await?
+                .with_anchors(&anchors),
+        )
     } else {
         None
     };

@@ -32,6 +32,11 @@ pub struct Settings {
     /// Status and metrics of a projector-only process.
     pub projector_addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The login service's credential (`POST /v1/sessions`, subject revoke, session read).
+    pub login_token: Option<String>,
+    /// Resource servers' credentials (introspection and revocation lookups only).
+    pub introspect_tokens: Vec<String>,
+    /// Deprecated: one credential granting both of the above.
     pub service_token: Option<String>,
     pub issuer: String,
     pub audience: String,
@@ -47,6 +52,14 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-after-append`).
     pub abort_after_append: bool,
+    /// Fault injection for crash tests (`LEDGER_FAILPOINT=abort-before-commit`): the
+    /// projector aborts after the store acknowledged a batch, before committing its
+    /// positions; the validator after applying a batch to its view, before recording
+    /// its positions.
+    pub abort_before_commit: bool,
+    /// Test only (`LEDGER_TEST_CLOCK_OFFSET`): microseconds this process's clock runs
+    /// ahead of the system clock (behind when negative). Refused by release builds.
+    pub test_clock_offset_micros: i64,
     /// Whether the projector role also seals the log (tamper evidence).
     pub sealer: bool,
     /// Receivers of the Shared Signals transmitter; it is off when none is given.
@@ -59,13 +72,18 @@ pub enum Backend {
     /// SQLite under the data directory: one process, nothing installed.
     Embedded,
     /// Apache Kafka as the log, ScyllaDB (or any CQL database) as the projection.
-    Kafka(KafkaSettings),
+    Kafka(Box<KafkaSettings>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
+    /// Topics replicated from other regions, read after `topic` (never appended to).
+    pub remote_topics: Vec<String>,
+    /// How long an API instance waits for the projection to hold a family's
+    /// acknowledged events before deciding on it (`None`: it does not wait).
+    pub api_fence: Option<Duration>,
     pub partitions: i32,
     pub replication_factor: i32,
     pub delivery_timeout: Duration,
@@ -74,6 +92,9 @@ pub struct KafkaSettings {
     pub replication: String,
     /// The compacted public revocation topic.
     pub revocations_topic: String,
+    /// This instance's stable name: the projector's consumer-group identity
+    /// (`group.instance.id`), so a restarted projector takes its partitions back at once.
+    pub instance_id: Option<String>,
 }
 
 /// Every variable, with its default, for `--help` and the README.
@@ -90,9 +111,19 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "embedded log, projection and keys",
     ),
     (
-        "LEDGER_SERVICE_TOKEN",
+        "LEDGER_LOGIN_TOKEN",
         "(dev: generated)",
-        "bearer credential of the service endpoints",
+        "the login service's credential: open sessions, revoke a subject, read a session",
+    ),
+    (
+        "LEDGER_INTROSPECT_TOKENS",
+        "(dev: generated)",
+        "resource servers' credentials, comma-separated: introspection and revocation lookups",
+    ),
+    (
+        "LEDGER_SERVICE_TOKEN",
+        "(unset)",
+        "deprecated: one credential for both login and introspection",
     ),
     ("LEDGER_ISSUER", "session-ledger", "iss of access tokens"),
     ("LEDGER_AUDIENCE", "session-ledger", "aud of access tokens"),
@@ -136,7 +167,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LEDGER_FAILPOINT",
         "(off)",
-        "fault injection for crash tests: abort-after-append",
+        "test only, fault injection: abort-after-append (api), abort-before-commit (projector, validator)",
+    ),
+    (
+        "LEDGER_TEST_CLOCK_OFFSET",
+        "(off)",
+        "test only, debug builds only: run this process's clock ahead (+7s) or behind (-7s)",
     ),
     ("LEDGER_LOG", "info", "log filter (tracing syntax)"),
     (
@@ -163,6 +199,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "LEDGER_KAFKA_REVOCATIONS_TOPIC",
         "session-revocations",
         "the compacted public revocation topic (default <topic>-revocations for another LEDGER_KAFKA_TOPIC)",
+    ),
+    (
+        "LEDGER_KAFKA_REMOTE_TOPICS",
+        "",
+        "topics replicated from other regions, read after the own topic (comma-separated, e.g. west.session-events; add new ones at the end)",
+    ),
+    (
+        "LEDGER_API_FENCE",
+        "3s",
+        "with several API instances on one topic: how long a refresh waits for the projector to hold what other instances appended (503 after it); off = trust the projection as it is",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
@@ -195,9 +241,19 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "replication map of the keyspace when created",
     ),
     (
+        "LEDGER_INSTANCE_ID",
+        "(none)",
+        "stable name of this instance (e.g. a StatefulSet pod): the projector rejoins its consumer group under it at once after a restart",
+    ),
+    (
         "LEDGER_JWKS_URL",
         "(local keys)",
         "validators fetch verification keys from this JWKS",
+    ),
+    (
+        "LEDGER_JWKS_ALLOW_HTTP",
+        "0",
+        "1 lets LEDGER_JWKS_URL be plain http on a non-loopback address",
     ),
     (
         "LEDGER_OTLP_ENDPOINT",
@@ -245,16 +301,35 @@ impl Settings {
                 Ok(v)
             }
         };
-        let service_token = match get("LEDGER_SERVICE_TOKEN") {
-            Some(t) if t.len() < 16 => {
-                return Err(invalid(
-                    "LEDGER_SERVICE_TOKEN",
-                    "<redacted>",
-                    "must be at least 16 characters",
-                ));
+        let secret = |var: &'static str, t: String| {
+            if t.len() < 16 {
+                Err(invalid(var, "<redacted>", "must be at least 16 characters"))
+            } else {
+                Ok(t)
             }
-            t => t,
         };
+        let service_token = get("LEDGER_SERVICE_TOKEN")
+            .map(|t| secret("LEDGER_SERVICE_TOKEN", t))
+            .transpose()?;
+        let login_token = get("LEDGER_LOGIN_TOKEN")
+            .map(|t| secret("LEDGER_LOGIN_TOKEN", t))
+            .transpose()?;
+        let introspect_tokens = get("LEDGER_INTROSPECT_TOKENS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| secret("LEDGER_INTROSPECT_TOKENS", t.to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(login) = &login_token
+            && introspect_tokens.contains(login)
+        {
+            return Err(invalid(
+                "LEDGER_INTROSPECT_TOKENS",
+                "<redacted>",
+                "must not contain LEDGER_LOGIN_TOKEN: a resource server's credential must not open sessions",
+            ));
+        }
         let policy = Policy {
             access_ttl: duration("LEDGER_ACCESS_TTL")?,
             refresh_idle_ttl: duration("LEDGER_REFRESH_IDLE_TTL")?,
@@ -279,9 +354,21 @@ impl Settings {
         };
         let backend = match value("LEDGER_BACKEND").0.as_str() {
             "embedded" => Backend::Embedded,
-            "kafka" => Backend::Kafka(KafkaSettings {
+            "kafka" => Backend::Kafka(Box::new(KafkaSettings {
                 brokers: text("LEDGER_KAFKA_BROKERS")?,
                 topic: text("LEDGER_KAFKA_TOPIC")?,
+                remote_topics: value("LEDGER_KAFKA_REMOTE_TOPICS")
+                    .0
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+                api_fence: match value("LEDGER_API_FENCE") {
+                    (v, _) if v == "off" => None,
+                    (v, var) => {
+                        Some(humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))?)
+                    }
+                },
                 partitions: number("LEDGER_KAFKA_PARTITIONS")?,
                 replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
                 delivery_timeout: duration("LEDGER_KAFKA_DELIVERY_TIMEOUT")?,
@@ -313,7 +400,24 @@ impl Settings {
                         other => format!("{other}-revocations"),
                     },
                 },
-            }),
+                instance_id: match get("LEDGER_INSTANCE_ID") {
+                    None => None,
+                    Some(v)
+                        if !v.is_empty()
+                            && v.len() <= 200
+                            && v.chars().all(|c| c.is_ascii_graphic()) =>
+                    {
+                        Some(v)
+                    }
+                    Some(v) => {
+                        return Err(invalid(
+                            "LEDGER_INSTANCE_ID",
+                            &v,
+                            "must be 1 to 200 printable characters without spaces",
+                        ));
+                    }
+                },
+            })),
             other => {
                 return Err(invalid(
                     "LEDGER_BACKEND",
@@ -323,16 +427,22 @@ impl Settings {
             }
         };
         let optional = |var: &'static str| get(var).filter(|v| !v.trim().is_empty());
-        let abort_after_append = match optional("LEDGER_FAILPOINT").as_deref() {
-            None => false,
-            Some("abort-after-append") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "LEDGER_FAILPOINT",
-                    other,
-                    "the only failpoint is abort-after-append",
-                ));
-            }
+        let (abort_after_append, abort_before_commit) =
+            match optional("LEDGER_FAILPOINT").as_deref() {
+                None => (false, false),
+                Some("abort-after-append") => (true, false),
+                Some("abort-before-commit") => (false, true),
+                Some(other) => {
+                    return Err(invalid(
+                        "LEDGER_FAILPOINT",
+                        other,
+                        "the failpoints are abort-after-append and abort-before-commit",
+                    ));
+                }
+            };
+        let test_clock_offset_micros = match optional("LEDGER_TEST_CLOCK_OFFSET") {
+            None => 0,
+            Some(v) => test_clock_offset(&v, cfg!(debug_assertions))?,
         };
         let sealer = match value("LEDGER_SEALER") {
             (v, _) if v == "on" => true,
@@ -349,14 +459,20 @@ impl Settings {
         Ok(Settings {
             ssf_receivers,
             abort_after_append,
+            abort_before_commit,
+            test_clock_offset_micros,
             sealer,
             backend,
-            jwks_url: optional("LEDGER_JWKS_URL"),
+            jwks_url: optional("LEDGER_JWKS_URL")
+                .map(|url| jwks_url(url, value("LEDGER_JWKS_ALLOW_HTTP").0))
+                .transpose()?,
             otlp_endpoint: optional("LEDGER_OTLP_ENDPOINT"),
             api_addr: addr("LEDGER_API_ADDR")?,
             validator_addr: addr("LEDGER_VALIDATOR_ADDR")?,
             projector_addr: addr("LEDGER_PROJECTOR_ADDR")?,
             data_dir: PathBuf::from(text("LEDGER_DATA_DIR")?),
+            login_token,
+            introspect_tokens,
             service_token,
             issuer: text("LEDGER_ISSUER")?,
             audience: text("LEDGER_AUDIENCE")?,
@@ -365,6 +481,60 @@ impl Settings {
             validator_max_staleness: duration("LEDGER_VALIDATOR_MAX_STALENESS")?,
             read_your_writes: duration("LEDGER_READ_YOUR_WRITES")?,
         })
+    }
+}
+
+/// `LEDGER_TEST_CLOCK_OFFSET`: `+7s` or `-7s` (a sign, then a duration of at most an
+/// hour). A skewed clock weakens expiry checks, so only test (debug) builds accept it.
+fn test_clock_offset(v: &str, test_build: bool) -> Result<i64, ConfigError> {
+    const VAR: &str = "LEDGER_TEST_CLOCK_OFFSET";
+    if !test_build {
+        return Err(invalid(
+            VAR,
+            v,
+            "is a test-only setting, refused by release builds",
+        ));
+    }
+    let (sign, magnitude) = match v.trim().split_at_checked(1) {
+        Some(("+", m)) => (1, m),
+        Some(("-", m)) => (-1, m),
+        _ => return Err(invalid(VAR, v, "must start with + or -, e.g. +15s")),
+    };
+    let offset = humantime::parse_duration(magnitude).map_err(|e| invalid(VAR, v, e))?;
+    if offset > Duration::from_secs(3600) {
+        return Err(invalid(VAR, v, "must be at most 1h"));
+    }
+    let micros = i64::try_from(offset.as_micros()).unwrap_or(i64::MAX);
+    Ok(sign * micros)
+}
+
+/// `LEDGER_JWKS_URL`: https, or http on a loopback address or with
+/// `LEDGER_JWKS_ALLOW_HTTP=1` (the keys decide which tokens are genuine).
+fn jwks_url(url: String, allow_http: String) -> Result<String, ConfigError> {
+    let allow_http = match allow_http.as_str() {
+        "1" => true,
+        "0" | "" => false,
+        other => return Err(invalid("LEDGER_JWKS_ALLOW_HTTP", other, "must be 0 or 1")),
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| invalid("LEDGER_JWKS_URL", &url, e))?;
+    let loopback = match parsed.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(url),
+        "http" if loopback || allow_http => Ok(url),
+        "http" => Err(invalid(
+            "LEDGER_JWKS_URL",
+            &url,
+            "must be https (plain http only for a loopback address, or with LEDGER_JWKS_ALLOW_HTTP=1)",
+        )),
+        _ => Err(invalid("LEDGER_JWKS_URL", &url, "must be an https URL")),
     }
 }
 
@@ -434,6 +604,84 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_split_and_each_checked() {
+        let s = with(&[
+            ("LEDGER_LOGIN_TOKEN", "login-token-0123456789"),
+            (
+                "LEDGER_INTROSPECT_TOKENS",
+                "rs-one-0123456789abcdef, rs-two-0123456789abcdef,",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.login_token.as_deref(), Some("login-token-0123456789"));
+        assert_eq!(
+            s.introspect_tokens,
+            ["rs-one-0123456789abcdef", "rs-two-0123456789abcdef"]
+        );
+        let err =
+            with(&[("LEDGER_INTROSPECT_TOKENS", "long-enough-0123456789,short")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_INTROSPECT_TOKENS: "),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret is not echoed"
+        );
+        let err = with(&[
+            ("LEDGER_LOGIN_TOKEN", "same-token-0123456789"),
+            ("LEDGER_INTROSPECT_TOKENS", "same-token-0123456789"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_INTROSPECT_TOKENS: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_jwks_is_fetched_over_https_unless_on_this_host_or_allowed() {
+        let url = |u: &str| with(&[("LEDGER_JWKS_URL", u)]).map(|s| s.jwks_url);
+        for ok in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/.well-known/jwks.json",
+            "http://localhost:8080/.well-known/jwks.json",
+            "http://[::1]:8080/.well-known/jwks.json",
+        ] {
+            assert_eq!(url(ok), Ok(Some(ok.to_owned())));
+        }
+        for refused in [
+            "http://api.internal:8080/.well-known/jwks.json",
+            "http://10.0.0.7/.well-known/jwks.json",
+            "http://127.0.0.1.evil.example/jwks.json",
+            "ftp://issuer.example/jwks.json",
+            "file:///etc/jwks.json",
+            "not a url",
+        ] {
+            let err = url(refused).unwrap_err();
+            assert!(err.to_string().starts_with("LEDGER_JWKS_URL: "), "{err}");
+        }
+        let allowed = with(&[
+            ("LEDGER_JWKS_URL", "http://api.internal:8080/jwks.json"),
+            ("LEDGER_JWKS_ALLOW_HTTP", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            allowed.jwks_url.as_deref(),
+            Some("http://api.internal:8080/jwks.json")
+        );
+        let err = with(&[
+            ("LEDGER_JWKS_URL", "https://issuer.example/jwks.json"),
+            ("LEDGER_JWKS_ALLOW_HTTP", "yes"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LEDGER_JWKS_ALLOW_HTTP: "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn kafka_backend_reads_its_variables() {
         let s = with(&[
             ("LEDGER_BACKEND", "kafka"),
@@ -467,6 +715,26 @@ mod tests {
             err.to_string().starts_with("LEDGER_KAFKA_PARTITIONS: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn failpoints_and_the_test_clock_offset_are_checked() {
+        let s = with(&[("LEDGER_FAILPOINT", "abort-before-commit")]).unwrap();
+        assert!(s.abort_before_commit && !s.abort_after_append);
+        let err = with(&[("LEDGER_FAILPOINT", "abort-sometime")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_FAILPOINT: "), "{err}");
+        assert_eq!(with(&[]).unwrap().test_clock_offset_micros, 0);
+        assert_eq!(test_clock_offset("+7s", true), Ok(7_000_000));
+        assert_eq!(test_clock_offset("-1m", true), Ok(-60_000_000));
+        for bad in ["7s", "+2h", "-soon", ""] {
+            let err = test_clock_offset(bad, true).unwrap_err();
+            assert!(
+                err.to_string().starts_with("LEDGER_TEST_CLOCK_OFFSET: "),
+                "{err}"
+            );
+        }
+        let err = test_clock_offset("+7s", false).unwrap_err();
+        assert!(err.to_string().contains("test-only"), "{err}");
     }
 
     #[test]

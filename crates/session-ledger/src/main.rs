@@ -54,6 +54,11 @@ enum Command {
         /// `--verify-chain`; default: the key directory's `seal/`.
         #[arg(long, value_name = "FILE", requires = "verify_chain")]
         seal_jwks: Option<std::path::PathBuf>,
+        /// Anchors recorded on an earlier audit (`partition offset chain` lines, as the
+        /// `anchor:` lines of `--verify-chain` print them): the log's chain value at
+        /// each must still be the recorded one, which catches a rewritten or cut head.
+        #[arg(long = "anchor", value_name = "FILE", requires = "verify_chain")]
+        anchors: Option<std::path::PathBuf>,
         /// How long `--verify` waits for the projector to catch up.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
             verify,
             verify_chain,
             seal_jwks,
+            anchors,
             wait,
             export,
             into,
@@ -202,6 +208,7 @@ fn main() -> ExitCode {
                 verify,
                 verify_chain,
                 seal_jwks,
+                anchors,
                 wait,
                 export,
                 into,
@@ -268,6 +275,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    if settings.test_clock_offset_micros != 0 {
+        // Test only (debug builds): this process's clock is skewed on purpose.
+        ledger_core::set_test_clock_offset(settings.test_clock_offset_micros);
+        tracing::warn!(
+            offset_micros = settings.test_clock_offset_micros,
+            "LEDGER_TEST_CLOCK_OFFSET in force: this process's clock is skewed for a test"
+        );
+    }
     let mut running = start(settings, roles).await?;
     if let Some(addr) = running.api_addr {
         println!("api listening on http://{addr}");
@@ -278,13 +293,14 @@ async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     if let Some(addr) = running.projector_addr {
         println!("projector status listening on http://{addr}");
     }
-    println!("ready");
-    if running.service_token_generated && running.api_addr.is_some() {
-        println!(
-            "service token (generated; set LEDGER_SERVICE_TOKEN to choose one): {}",
-            running.service_token
-        );
+    for (var, token) in &running.generated_credentials {
+        let what = match *var {
+            "LEDGER_LOGIN_TOKEN" => "login token (POST /v1/sessions)",
+            _ => "introspect token (POST /oauth2/introspect)",
+        };
+        println!("{what} (generated; set {var} to choose one): {token}");
     }
+    println!("ready");
     let shutdown = running.shutdown_token();
     tokio::spawn(async move {
         terminated().await;

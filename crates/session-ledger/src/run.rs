@@ -13,8 +13,8 @@ use ledger_core::ports::{
     EventLog, HistorySource, LogSource, ProjectionStore, SealStore, SsfStore,
 };
 use ledger_embedded::Embedded;
-use ledger_http::ServiceCredential;
-use ledger_kafka::{KafkaConfig, KafkaLog};
+use ledger_http::{Credentials, Scope};
+use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog};
 use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
@@ -49,9 +49,8 @@ pub struct Running {
     pub validator_addr: Option<SocketAddr>,
     /// The status listener of a projector-only process.
     pub projector_addr: Option<SocketAddr>,
-    /// The service credential in force (generated when `dev` had none).
-    pub service_token: String,
-    pub service_token_generated: bool,
+    /// Credentials `dev` generated because none was set: (variable, token).
+    pub generated_credentials: Vec<(&'static str, String)>,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -88,19 +87,7 @@ impl Running {
 
 /// Opens the backend and keys under the data directory and starts `roles`.
 pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> {
-    // `dev` makes up a credential; a process serving HTTP endpoints needs one given.
-    let needs_token = roles.api || roles.validator;
-    let (service_token, generated) = match &settings.service_token {
-        Some(t) => (t.clone(), false),
-        None if roles == Roles::ALL || !needs_token => (generate_token(), true),
-        None => {
-            return Err(crate::ConfigError::Missing {
-                var: "LEDGER_SERVICE_TOKEN",
-            }
-            .into());
-        }
-    };
-    let credential = ServiceCredential::new(&service_token);
+    let (credentials, generated_credentials) = credentials(&settings, roles)?;
     let ports = Ports::open(&settings).await?;
     let keys = KeyDir::new(settings.data_dir.join("keys"));
     let shutdown = CancellationToken::new();
@@ -110,8 +97,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         api_addr: None,
         validator_addr: None,
         projector_addr: None,
-        service_token,
-        service_token_generated: generated,
+        generated_credentials,
         shutdown: shutdown.clone(),
         tasks: JoinSet::new(),
     };
@@ -122,6 +108,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             ports.store.clone(),
             ProjectorConfig {
                 group: projector_group(&settings),
+                abort_before_commit: settings.abort_before_commit,
                 ..ProjectorConfig::default()
             },
         );
@@ -163,31 +150,46 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             let token = shutdown.clone();
             tasks.spawn(async move { pusher.run(token).await.context("ssf push") });
         }
+        let mut sealer_health = None;
         if settings.sealer {
             let signer = keys
                 .seal_keys_or_create()
                 .with_context(|| format!("loading seal keys from {}", keys.path().display()))?;
+            let verifier = Arc::new(signer.public_keys());
             let sealer = Sealer::new(
                 ports.source.clone(),
                 ports.seals.clone(),
                 Arc::new(signer),
-                SealerConfig::default(),
+                verifier,
+                SealerConfig {
+                    log_keeps_everything: ports.embedded.is_some(),
+                    ..SealerConfig::default()
+                },
             );
+            sealer_health = Some(sealer.health());
             let token = shutdown.clone();
             tasks.spawn(async move { sealer.run(token).await.context("sealer") });
         }
         // A process running only the projector still has probes and metrics.
         if !roles.api && !roles.validator {
             let server = HttpServer::new(move || {
-                let stats = stats.clone();
+                let (stats, sealer) = (stats.clone(), sealer_health.clone());
+                let sealer_ready = sealer.clone();
                 App::new()
                     .route("/metrics", web::get().to(ledger_http::metrics::handler))
                     .route("/healthz", web::get().to(ledger_http::healthz))
                     .route(
+                        "/readyz",
+                        web::get().to(move || {
+                            let refused = sealer_ready.as_ref().and_then(|h| h.refused());
+                            async move { projector_ready(refused) }
+                        }),
+                    )
+                    .route(
                         "/v1/status",
                         web::get().to(move || {
-                            let stats = stats.clone();
-                            async move { projector_status(&stats) }
+                            let (stats, sealer) = (stats.clone(), sealer.clone());
+                            async move { projector_status(&stats, sealer.as_deref()) }
                         }),
                     )
                     .default_service(web::to(ledger_http::not_found))
@@ -231,7 +233,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             &settings.audience,
             settings.policy.clock_leeway,
         );
-        let service = SessionService::new(
+        let mut service = SessionService::new(
             ports.log.clone(),
             ports.store.clone(),
             ports.history.clone(),
@@ -245,9 +247,17 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 abort_after_append: settings.abort_after_append,
             },
         );
+        if let (Some(log), Backend::Kafka(k)) = (&ports.kafka, &settings.backend)
+            && let Some(wait) = k.api_fence
+        {
+            let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
+                .await
+                .context("opening the projection fence")?;
+            service = service.with_fence(Arc::new(fence));
+        }
         let state = ApiState {
             service: Arc::new(service),
-            credential: credential.clone(),
+            credentials: credentials.clone(),
         };
         let ssf_state =
             ssf.as_ref().map(
@@ -287,6 +297,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             ports.store.clone(),
             FeederConfig {
                 projector_group: projector_group(&settings),
+                abort_before_commit: settings.abort_before_commit,
                 ..FeederConfig::default()
             },
         );
@@ -329,8 +340,12 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                             tokio::time::sleep_until(last + JWKS_MIN_INTERVAL).await;
                         }
                     }
-                    match fetch_jwks(&url).await {
-                        Ok(keys) => introspector.set_keys(keys),
+                    match crate::jwks::fetch(&url).await {
+                        Ok(keys) => {
+                            if introspector.set_keys(keys) {
+                                tracing::info!(%url, "verification keys changed");
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, %url, "jwks refresh failed; keeping the keys in use"),
                     }
                 }
@@ -338,7 +353,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         }
         let state = ValidatorState {
             introspector,
-            credential,
+            credentials,
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -394,6 +409,53 @@ fn ssf_transmitter(
     )))
 }
 
+/// The bearer credentials both listeners know: the login service's
+/// (`LEDGER_LOGIN_TOKEN`) and resource servers' (`LEDGER_INTROSPECT_TOKENS`), plus the
+/// deprecated `LEDGER_SERVICE_TOKEN` granting both. A role serving endpoints needs its
+/// credential set; `dev` generates what is missing (returned, to be printed).
+fn credentials(
+    settings: &Settings,
+    roles: Roles,
+) -> anyhow::Result<(Credentials, Vec<(&'static str, String)>)> {
+    let mut credentials = Credentials::new();
+    let mut generated = Vec::new();
+    if let Some(token) = &settings.service_token {
+        tracing::warn!(
+            "LEDGER_SERVICE_TOKEN is deprecated: it both opens sessions and introspects; \
+             set LEDGER_LOGIN_TOKEN for the login service and LEDGER_INTROSPECT_TOKENS for \
+             resource servers"
+        );
+        credentials
+            .grant(token, Scope::Login)
+            .grant(token, Scope::Introspect);
+    }
+    if let Some(token) = &settings.login_token {
+        credentials.grant(token, Scope::Login);
+    }
+    for token in &settings.introspect_tokens {
+        credentials.grant(token, Scope::Introspect);
+    }
+    for (needed, scope, var) in [
+        (roles.api, Scope::Login, "LEDGER_LOGIN_TOKEN"),
+        (
+            roles.validator,
+            Scope::Introspect,
+            "LEDGER_INTROSPECT_TOKENS",
+        ),
+    ] {
+        if !needed || credentials.grants(scope) {
+            continue;
+        }
+        if roles != Roles::ALL {
+            return Err(crate::ConfigError::Missing { var }.into());
+        }
+        let token = generate_token();
+        credentials.grant(&token, scope);
+        generated.push((var, token));
+    }
+    Ok((credentials, generated))
+}
+
 /// Runs a bound server until shutdown.
 fn spawn_server(
     server: actix_web::dev::Server,
@@ -418,15 +480,41 @@ fn first_addr(addrs: &[SocketAddr], name: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{name}: no address bound"))
 }
 
-fn projector_status(stats: &ledger_projector::ProjectorStats) -> actix_web::HttpResponse {
+/// `503` while the sealer refuses to seal (its newest seal disagrees with its keys
+/// or the log): the status and readiness say why.
+fn projector_status(
+    stats: &ledger_projector::ProjectorStats,
+    sealer: Option<&ledger_projector::SealerHealth>,
+) -> actix_web::HttpResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let lag = stats.lag.load(Relaxed);
-    actix_web::HttpResponse::Ok().json(serde_json::json!({
+    let refused = sealer.and_then(|h| h.refused());
+    let sealer = match (sealer, &refused) {
+        (None, _) => serde_json::json!({ "state": "off" }),
+        (Some(h), None) => serde_json::json!({ "state": h.state() }),
+        (Some(_), Some(why)) => serde_json::json!({ "state": "refused", "reason": why }),
+    };
+    let mut response = if refused.is_some() {
+        actix_web::HttpResponse::ServiceUnavailable()
+    } else {
+        actix_web::HttpResponse::Ok()
+    };
+    response.json(serde_json::json!({
+        "ready": refused.is_none(),
         "events_applied": stats.events_applied.load(Relaxed),
         "batches_written": stats.batches_written.load(Relaxed),
         "backend_errors": stats.write_errors.load(Relaxed),
         "lag": (lag != u64::MAX).then_some(lag),
+        "sealer": sealer,
     }))
+}
+
+fn projector_ready(sealer_refused: Option<String>) -> actix_web::HttpResponse {
+    match sealer_refused {
+        None => actix_web::HttpResponse::Ok().json(serde_json::json!({ "ready": true })),
+        Some(why) => actix_web::HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "ready": false, "sealer": why })),
+    }
 }
 
 /// The projector's consumer group: one per (topic, keyspace), so a projection into a
@@ -450,27 +538,13 @@ const JWKS_REFRESH: Duration = Duration::from_secs(30);
 /// The least time between two JWKS reads prompted by unknown key ids.
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(2);
 
-async fn fetch_jwks(url: &str) -> anyhow::Result<VerificationKeys> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let jwks: serde_json::Value = client
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(VerificationKeys::from_jwks(&jwks)?)
-}
-
 /// The validator starts only once it has keys: retries while the API comes up.
 async fn fetch_jwks_until_ok(
     url: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<VerificationKeys> {
     loop {
-        match fetch_jwks(url).await {
+        match crate::jwks::fetch(url).await {
             Ok(keys) => return Ok(keys),
             Err(e) => tracing::warn!(error = %e, %url, "waiting for the jwks"),
         }
@@ -492,6 +566,8 @@ pub(crate) struct Ports {
     pub(crate) ssf: Option<Arc<dyn SsfStore>>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
+    /// Set for the Kafka backend.
+    kafka: Option<KafkaLog>,
 }
 
 impl Ports {
@@ -509,13 +585,16 @@ impl Ports {
                     seals: Arc::new(embedded.clone()),
                     ssf: Some(Arc::new(embedded.clone())),
                     embedded: Some(embedded),
+                    kafka: None,
                 })
             }
             Backend::Kafka(k) => {
                 let mut kafka = KafkaConfig::new(&k.brokers, &k.topic);
+                kafka.remote_topics = k.remote_topics.clone();
                 kafka.partitions = k.partitions;
                 kafka.replication_factor = k.replication_factor;
                 kafka.delivery_timeout = k.delivery_timeout;
+                kafka.group_instance_id = k.instance_id.clone();
                 let log = Arc::new(
                     KafkaLog::connect(kafka)
                         .await
@@ -527,6 +606,7 @@ impl Ports {
                     format!("connecting to the CQL database at {:?}", k.scylla_nodes)
                 })?);
                 Ok(Ports {
+                    kafka: Some((*log).clone()),
                     log: log.clone(),
                     source: log,
                     store: store.clone(),

@@ -1,5 +1,6 @@
-//! A Kafka outage. This is a test binary of its own because it stops the broker every
-//! other Kafka test uses; cargo runs test binaries one at a time.
+//! Kafka outages. This is a test binary of its own because it stops the broker every
+//! other Kafka test uses; cargo runs test binaries one at a time, and the tests here
+//! take turns (`SERIAL`).
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 use helpers::{Backend, spawn_app_on, str_field};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+#[path = "outage/fails_closed.rs"]
+mod fails_closed;
 
 fn services(command: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
@@ -32,8 +36,12 @@ impl Drop for RestartKafka {
     }
 }
 
+/// The tests here each stop the one broker: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_to_issue_while_kafka_is_down_and_recovers() {
+    let _serial = SERIAL.lock().await;
     let app = spawn_app_on(Backend::Kafka, &[("LEDGER_KAFKA_DELIVERY_TIMEOUT", "3s")]).await;
     let login = app.login("olivia").await;
     let refresh_token = str_field(&login, "refresh_token").to_owned();

@@ -351,3 +351,41 @@ fn sixteen_concurrent_refreshes_converge_on_one_successor() {
     assert_eq!(heads.len(), 1);
     assert_eq!(g.head(), Generation::new(1));
 }
+
+#[test]
+fn signout_of_a_family_not_seen_yet_revokes_it_whichever_event_comes_first() {
+    let g = Given::login_at(0);
+    let ctx = DecideContext {
+        now: at(40),
+        policy: &g.policy,
+        region: "test",
+        trace_context: None,
+    };
+    // A refresh token names the family, not the user.
+    let unseen = decide_revoke_unseen(g.session, None, RevokeReason::Logout, &ctx);
+    assert!(unseen.subject.is_unknown());
+    let r = revoked(std::slice::from_ref(&unseen));
+    assert_eq!(r.revoked_at, at(40));
+    assert!(r.keep_until >= at(40).saturating_add(g.policy.refresh_idle_ttl));
+
+    let mut revoked_first = Projection::new();
+    revoked_first.apply(&unseen);
+    revoked_first.merge(&g.projection);
+    let mut login_first = g.projection.clone();
+    login_first.apply(&unseen);
+    assert_eq!(revoked_first, login_first);
+    assert_eq!(revoked_first.digest(), login_first.digest());
+    let family = login_first.family(&g.session).unwrap();
+    assert_eq!(family.subject, g.subject, "the real subject wins the join");
+    assert_eq!(
+        family.window,
+        g.projection.family(&g.session).unwrap().window
+    );
+    assert_eq!(
+        login_first.status(&g.session, at(41)),
+        Some(FamilyStatus::Revoked {
+            at: at(40),
+            reason: RevokeReason::Logout
+        })
+    );
+}

@@ -223,3 +223,129 @@ fn a_seal_survives_its_json() {
     let back = Seal::from_json(&seals[0].to_json()).unwrap();
     assert_eq!(back, seals[0]);
 }
+
+fn resume(seal: &Seal, log: &[(u64, Event)]) -> Result<bool, ResumeRefused> {
+    let mut check = ResumeCheck::new(seal, &KEY)?;
+    let mut done = false;
+    for (offset, event) in log {
+        done = check.observe(*offset, event)?;
+    }
+    Ok(done)
+}
+
+#[test]
+fn a_sealer_resumes_only_from_a_seal_the_log_and_its_keys_agree_with() {
+    let log = log(10);
+    let seals = seal(&log);
+    let newest = seals.last().unwrap().clone();
+    assert_eq!(newest.range(), (9, 10));
+    assert_eq!(resume(&newest, &log), Ok(true));
+    // Retention took the seal's first event: the rest is still checked.
+    assert_eq!(resume(&newest, &log[9..]), Ok(true));
+
+    // Signed with another key, or altered after signing.
+    let forged = seal_every(&log, 4)
+        .into_iter()
+        .map(|mut s| {
+            s.signature = TestKey("not-the-seal-key").sign(&s.signed_bytes());
+            s
+        })
+        .next_back()
+        .unwrap();
+    assert!(matches!(
+        ResumeCheck::new(&forged, &KEY),
+        Err(ResumeRefused::BadSignature { .. })
+    ));
+    let mut altered = newest.clone();
+    altered.chain = Hash::of(b"another head");
+    assert!(matches!(
+        ResumeCheck::new(&altered, &KEY),
+        Err(ResumeRefused::BadSignature { .. })
+    ));
+    // Signed by the key but not following from its entries.
+    altered.signature = KEY.sign(&altered.signed_bytes());
+    assert!(matches!(
+        ResumeCheck::new(&altered, &KEY),
+        Err(ResumeRefused::BrokenChain { .. })
+    ));
+
+    // The log under the seal was edited, or lost an event.
+    let mut edited = log.clone();
+    edited[9].1.subject = crate::Subject::parse("mallory").unwrap();
+    assert_eq!(
+        resume(&newest, &edited),
+        Err(ResumeRefused::Differs {
+            partition: 0,
+            offset: 10
+        })
+    );
+    let mut dropped = log.clone();
+    dropped.remove(8);
+    assert_eq!(
+        resume(&newest, &dropped),
+        Err(ResumeRefused::Missing {
+            partition: 0,
+            offset: 9
+        })
+    );
+    // The log ends before the seal does.
+    assert_eq!(resume(&newest, &log[..9]), Ok(false));
+}
+
+fn check_anchored(seals: Vec<Seal>, log: &[(u64, Event)], anchors: &[Anchor]) -> ChainReport {
+    let mut check = ChainCheck::new(seals, &KEY).with_anchors(anchors);
+    for (offset, event) in log {
+        check.observe(0, *offset, event);
+    }
+    check.finish()
+}
+
+#[test]
+fn anchors_catch_a_rewritten_and_resealed_head() {
+    let log = log(12);
+    let report = check_anchored(seal(&log), &log, &[]);
+    let anchors = report.log_heads.clone();
+    assert_eq!(anchors.len(), 1);
+    assert_eq!(anchors[0].offset, 12);
+    assert_eq!(
+        (anchors[0].partition, anchors[0].offset, anchors[0].chain),
+        report.heads[0]
+    );
+    // Printed and read back as `partition offset chain` lines.
+    let text: String = anchors.iter().map(|a| format!("{a}\n")).collect();
+    assert_eq!(
+        Anchor::parse_lines(&format!("# recorded\n\n{text}")),
+        Ok(anchors.clone())
+    );
+    assert!(Anchor::parse_lines("0 12").is_err());
+
+    // The same log, anchored: intact. A log grown since: still intact.
+    let mut grown = log.clone();
+    grown.extend(self::log(3).into_iter().map(|(o, e)| (o + 12, e)));
+    assert_eq!(
+        check_anchored(seal(&grown), &grown, &anchors).findings,
+        vec![]
+    );
+
+    // Someone with the seal key rewrites the newest events and seals the result
+    // afresh: the seals check out, the anchor does not.
+    let mut rewritten = log.clone();
+    rewritten[10].1.subject = crate::Subject::parse("mallory").unwrap();
+    let report = check_anchored(seal(&rewritten), &rewritten, &anchors);
+    assert!(
+        matches!(report.findings.as_slice(), [ChainFinding::AnchorMismatch { anchor, .. }] if *anchor == anchors[0]),
+        "{:?}",
+        report.findings
+    );
+    // The head cut together with its seals.
+    let cut = &log[..10];
+    let report = check_anchored(seal(cut), cut, &anchors);
+    assert!(
+        matches!(
+            report.findings.as_slice(),
+            [ChainFinding::AnchorMissing { .. }]
+        ),
+        "{:?}",
+        report.findings
+    );
+}

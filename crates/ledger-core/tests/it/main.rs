@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+mod fuzz;
 mod histories;
 mod projection_props;
 mod schemas;

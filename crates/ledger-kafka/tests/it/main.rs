@@ -484,3 +484,92 @@ async fn append_to_an_unreachable_broker_fails_promptly() {
     }
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+#[tokio::test]
+async fn records_land_in_the_partition_the_fence_computes() {
+    let (log, topic) = spawn_log().await;
+    let events = histories(12, None);
+    log.append(&events).await.unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let records = read_n(reader.as_mut(), events.len()).await;
+    for r in &records {
+        let expected = ledger_kafka::partition_for(r.event.partition_key().as_bytes(), 3);
+        assert_eq!(r.position.partition, u32::try_from(expected).unwrap());
+    }
+    drop(reader);
+    topic.delete().await;
+}
+
+#[tokio::test]
+async fn a_reader_reads_the_own_topic_and_the_remote_ones_with_positions_per_topic() {
+    // Two logs on two topics; the second is the "remote" one of a reader of the first.
+    let (remote, remote_topic) = spawn_log().await;
+    let mut config = config();
+    config.remote_topics = vec![remote.config().topic.clone()];
+    let local = KafkaLog::connect(config.clone()).await.unwrap();
+    let (own, theirs) = (histories(4, None), histories(5, None));
+    local.append(&own).await.unwrap();
+    remote.append(&theirs).await.unwrap();
+
+    let mut reader = local.reader(StartFrom::Beginning).await.unwrap();
+    let records = read_n(reader.as_mut(), own.len() + theirs.len()).await;
+    let (from_own, from_remote): (Vec<_>, Vec<_>) = records
+        .iter()
+        .partition(|r| ledger_kafka::split_partition(r.position.partition).0 == 0);
+    assert_eq!(from_own.len(), own.len());
+    assert_eq!(from_remote.len(), theirs.len());
+    assert!(
+        from_remote
+            .iter()
+            .all(|r| ledger_kafka::split_partition(r.position.partition).0 == 1)
+    );
+    settled_lag(reader.as_mut(), 0).await;
+
+    // A group commits per (topic, partition) and resumes from there on both topics.
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let mut member = local
+        .reader(StartFrom::Committed {
+            group: group.clone(),
+        })
+        .await
+        .unwrap();
+    let read = read_n(member.as_mut(), own.len() + theirs.len()).await;
+    member.commit(&member.positions()).await.unwrap();
+    drop(member);
+    let committed = local.committed(&group).await.unwrap();
+    assert_eq!(
+        committed.iter().map(|p| p.offset).sum::<u64>(),
+        u64::try_from(read.len()).unwrap()
+    );
+    let (own_more, theirs_more) = (histories(1, None), histories(1, None));
+    local.append(&own_more).await.unwrap();
+    remote.append(&theirs_more).await.unwrap();
+    let mut member = local.reader(StartFrom::Committed { group }).await.unwrap();
+    let more = read_n(member.as_mut(), own_more.len() + theirs_more.len()).await;
+    let mut expected = ids(&[]);
+    expected.extend(
+        own_more
+            .iter()
+            .chain(&theirs_more)
+            .map(|e| e.event_id.to_string()),
+    );
+    let (mut got, mut expected) = (ids(&more), expected);
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "only the new events, from both topics");
+    assert!(
+        member
+            .poll(100, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing before the checkpoint is read again"
+    );
+    drop((reader, member));
+    topic_of(config).delete().await;
+    remote_topic.delete().await;
+}
+
+fn topic_of(config: KafkaConfig) -> TestTopic {
+    TestTopic(config)
+}

@@ -4,12 +4,13 @@
 //! its own keyspace and drops it at the end. With no database the tests fail; they
 //! never skip.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ledger_core::ports::{BackendError, HistorySource, ProjectionStore, SealStore};
 use ledger_core::{
-    Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
-    Subject, Timestamp, decide, decide_subject_revoke,
+    Command, DecideContext, Event, FamilyState, Generation, Policy, Projection, RevokeReason,
+    SessionId, Subject, Timestamp, decide, decide_subject_revoke,
 };
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use scylla::client::session::Session;
@@ -385,12 +386,69 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+#[tokio::test]
+async fn a_batch_writes_each_familys_history_and_state_and_stays_a_merge() {
+    let t = TestStore::spawn().await;
+    let policy = Policy::default();
+    let now = Timestamp::now();
+    let families: Vec<(SessionId, Vec<Event>)> = (0..120)
+        .map(|i| family_history(&format!("user{i}"), now, &policy))
+        .collect();
+    let none = HashMap::new();
+
+    // Logins first: every family is new (read back in chunks, none found).
+    let logins: Vec<Event> = families.iter().map(|(_, e)| e[0].clone()).collect();
+    let stored = t
+        .store
+        .write_batch(&projection_of(&logins), &logins, &none)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), families.len());
+    let expected = projection_of(&logins);
+    for state in &stored {
+        assert_eq!(Some(state), expected.family(&state.session_id));
+    }
+
+    // The rest of every history, the states just written passed as known.
+    let known: HashMap<SessionId, FamilyState> =
+        stored.into_iter().map(|f| (f.session_id, f)).collect();
+    let rest: Vec<Event> = families.iter().flat_map(|(_, e)| e[1..].to_vec()).collect();
+    let stored = t
+        .store
+        .write_batch(&projection_of(&rest), &rest, &known)
+        .await
+        .unwrap();
+    let all: Vec<Event> = families.iter().flat_map(|(_, e)| e.clone()).collect();
+    let whole = projection_of(&all);
+    assert_eq!(t.store.snapshot().await.unwrap(), whole);
+    for state in &stored {
+        assert_eq!(Some(state), whole.family(&state.session_id));
+    }
+    for (id, events) in &families[..5] {
+        assert_eq!(&t.store.history(*id).await.unwrap(), events);
+    }
+
+    // Without `known` an old batch is read back and merged: nothing regresses, and
+    // the states returned are the stored ones.
+    let stored = t
+        .store
+        .write_batch(&projection_of(&logins), &logins, &none)
+        .await
+        .unwrap();
+    assert_eq!(t.store.snapshot().await.unwrap(), whole);
+    for state in &stored {
+        assert_eq!(Some(state), whole.family(&state.session_id));
+    }
+    t.drop_keyspace().await;
+}
+
 /// The futures the projector spawns must be `Send`.
 #[allow(dead_code)]
 fn futures_are_send(store: &ScyllaStore, batch: &Projection, events: &[Event]) {
     fn send<T: Send>(_: T) {}
     send(store.record_events(events));
     send(store.write(batch));
+    send(store.write_batch(batch, events, &HashMap::new()));
     send(store.snapshot());
 }
 

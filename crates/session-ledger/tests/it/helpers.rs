@@ -5,7 +5,10 @@ use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use session_ledger::{Roles, Running, Settings, start};
 
-pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
+/// The login service's credential (`LEDGER_LOGIN_TOKEN`).
+pub const LOGIN_TOKEN: &str = "test-login-token-0123456789";
+/// A resource server's credential (one of `LEDGER_INTROSPECT_TOKENS`).
+pub const INTROSPECT_TOKEN: &str = "test-introspect-token-0123456789";
 
 pub struct TestApp {
     pub api: String,
@@ -23,7 +26,11 @@ pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
         ("LEDGER_VALIDATOR_ADDR".into(), "127.0.0.1:0".into()),
         ("LEDGER_PROJECTOR_ADDR".into(), "127.0.0.1:0".into()),
         ("LEDGER_DATA_DIR".into(), dir.display().to_string()),
-        ("LEDGER_SERVICE_TOKEN".into(), SERVICE_TOKEN.into()),
+        ("LEDGER_LOGIN_TOKEN".into(), LOGIN_TOKEN.into()),
+        (
+            "LEDGER_INTROSPECT_TOKENS".into(),
+            format!("another-resource-server-0123,{INTROSPECT_TOKEN}"),
+        ),
         ("LEDGER_ISSUER".into(), "https://ledger.test".into()),
         ("LEDGER_AUDIENCE".into(), "resource-servers".into()),
     ])
@@ -178,7 +185,7 @@ impl TestApp {
     pub async fn open(&self, body: &Value) -> Response {
         self.client
             .post(format!("{}/v1/sessions", self.api))
-            .bearer_auth(SERVICE_TOKEN)
+            .bearer_auth(LOGIN_TOKEN)
             .json(body)
             .send()
             .await
@@ -221,7 +228,7 @@ impl TestApp {
         let response = self
             .client
             .post(format!("{}/oauth2/introspect", self.validator))
-            .bearer_auth(SERVICE_TOKEN)
+            .bearer_auth(INTROSPECT_TOKEN)
             .form(&[("token", access_token)])
             .send()
             .await
@@ -233,7 +240,7 @@ impl TestApp {
     pub async fn session(&self, id: &str) -> Response {
         self.client
             .get(format!("{}/v1/sessions/{id}", self.api))
-            .bearer_auth(SERVICE_TOKEN)
+            .bearer_auth(LOGIN_TOKEN)
             .send()
             .await
             .unwrap()
@@ -295,6 +302,9 @@ pub struct Process {
     pub child: std::process::Child,
     pub api: Option<String>,
     pub validator: Option<String>,
+    /// The status listener of `session-ledger projector` (read by the outage tests).
+    #[allow(dead_code)]
+    pub projector: Option<String>,
 }
 
 impl Process {
@@ -303,15 +313,15 @@ impl Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
             .arg(command)
+            .env("LEDGER_LOG", "warn")
             .envs(env)
             .envs(extra.iter().copied())
-            .env("LEDGER_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut api, mut validator) = (None, None);
+        let (mut api, mut validator, mut projector) = (None, None, None);
         loop {
             let line = lines
                 .next()
@@ -321,6 +331,8 @@ impl Process {
                 api = Some(a.to_owned());
             } else if let Some(v) = line.strip_prefix("validator listening on ") {
                 validator = Some(v.to_owned());
+            } else if let Some(p) = line.strip_prefix("projector status listening on ") {
+                projector = Some(p.to_owned());
             } else if line == "ready" {
                 break;
             }
@@ -329,6 +341,7 @@ impl Process {
             child,
             api,
             validator,
+            projector,
         }
     }
 

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{SERVICE_TOKEN, spawn_app, str_field};
+use crate::helpers::{INTROSPECT_TOKEN, LOGIN_TOKEN, spawn_app, str_field};
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -127,7 +127,7 @@ async fn session_endpoint_checks_credentials_and_body() {
         (
             "malformed json",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .header("content-type", "application/json")
                 .body("{\"subject\":"),
             StatusCode::BAD_REQUEST,
@@ -136,21 +136,21 @@ async fn session_endpoint_checks_credentials_and_body() {
         (
             "empty subject",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .json(&json!({"subject": ""})),
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
         (
             "missing subject",
-            c.post(&url).bearer_auth(SERVICE_TOKEN).json(&json!({})),
+            c.post(&url).bearer_auth(LOGIN_TOKEN).json(&json!({})),
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
         (
             "unknown field",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .json(&json!({"subject": "a", "subjekt": "b"})),
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -158,7 +158,7 @@ async fn session_endpoint_checks_credentials_and_body() {
         (
             "reserved claim",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .json(&json!({"subject": "a", "claims": {"sub": "root"}})),
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -166,7 +166,7 @@ async fn session_endpoint_checks_credentials_and_body() {
         (
             "claims not an object",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .json(&json!({"subject": "a", "claims": [1]})),
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -174,7 +174,7 @@ async fn session_endpoint_checks_credentials_and_body() {
         (
             "huge body",
             c.post(&url)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(LOGIN_TOKEN)
                 .json(&json!({"subject": "a".repeat(1 << 20)})),
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
@@ -210,7 +210,7 @@ async fn other_endpoints_refuse_bad_input_without_5xx() {
         (
             "introspect without token",
             c.post(&introspect)
-                .bearer_auth(SERVICE_TOKEN)
+                .bearer_auth(INTROSPECT_TOKEN)
                 .form(&[("x", "y")]),
             StatusCode::BAD_REQUEST,
         ),
@@ -229,13 +229,13 @@ async fn other_endpoints_refuse_bad_input_without_5xx() {
         (
             "bad session id",
             c.get(format!("{}/v1/sessions/nope", app.api))
-                .bearer_auth(SERVICE_TOKEN),
+                .bearer_auth(LOGIN_TOKEN),
             StatusCode::BAD_REQUEST,
         ),
         (
             "unknown session",
             c.get(format!("{}/v1/sessions/{}", app.api, uuid::Uuid::nil()))
-                .bearer_auth(SERVICE_TOKEN),
+                .bearer_auth(LOGIN_TOKEN),
             StatusCode::NOT_FOUND,
         ),
         (
@@ -251,7 +251,7 @@ async fn other_endpoints_refuse_bad_input_without_5xx() {
         (
             "revocation lookup bad id",
             c.get(format!("{}/v1/revocations/x", app.validator))
-                .bearer_auth(SERVICE_TOKEN),
+                .bearer_auth(INTROSPECT_TOKEN),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -275,7 +275,7 @@ async fn other_endpoints_refuse_bad_input_without_5xx() {
     }
     let huge = c
         .post(&introspect)
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(INTROSPECT_TOKEN)
         .form(&[("token", "x".repeat(1 << 20))])
         .send()
         .await
@@ -296,7 +296,7 @@ async fn revocation_lookup_reports_when_why_and_until_when() {
     let body: Value = app
         .client
         .get(format!("{}/v1/revocations/{id}", app.validator))
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(INTROSPECT_TOKEN)
         .send()
         .await
         .unwrap()

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, SERVICE_TOKEN, spawn_app_on, str_field};
+use crate::helpers::{Backend, LOGIN_TOKEN, spawn_app_on, str_field};
 
 pub async fn login_refresh_introspect_signout_introspect(backend: Backend) {
     let app = spawn_app_on(backend, &[]).await;
@@ -168,7 +168,7 @@ pub async fn subject_revoke_signs_out_everywhere_but_not_later_logins(backend: B
     let response = app
         .client
         .post(format!("{}/v1/subjects/frank/revoke", app.api))
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(LOGIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -230,7 +230,7 @@ pub async fn trace_context_reaches_the_log(backend: Backend) {
     let response = app
         .client
         .post(format!("{}/v1/sessions", app.api))
-        .bearer_auth(SERVICE_TOKEN)
+        .bearer_auth(LOGIN_TOKEN)
         .header("traceparent", traceparent)
         .json(&serde_json::json!({ "subject": "tracy" }))
         .send()

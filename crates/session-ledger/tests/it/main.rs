@@ -3,11 +3,16 @@
 
 mod audit;
 mod crash;
+mod credentials;
 mod explain;
+mod full_restart;
 mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod shutdown;
+mod signout;
+mod skew;
 mod ssf;
 mod tamper;
 

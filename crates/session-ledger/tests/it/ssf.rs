@@ -414,7 +414,7 @@ async fn a_go_receiver_gets_verified_session_revoked_sets_by_push_and_poll_after
 
     // The poll receiver acknowledged what it got; only what it had not yet fetched
     // when it stopped may remain.
-    let left = peek(&app, &str_field(&created, "poll_endpoint").to_owned()).await;
+    let left = peek(&app, str_field(&created, "poll_endpoint")).await;
     assert!(
         left.len() + polled.len() == 4 && left.len() <= 1,
         "left {left:?}, polled {polled:?}"

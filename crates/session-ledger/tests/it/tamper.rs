@@ -153,3 +153,164 @@ async fn auditors_check_the_chain_with_the_public_keys_alone() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BAD SIGNATURE"), "{out}");
 }
+
+/// Starts a projector (with its sealer) on `dir` and waits until its status says
+/// whether the sealer seals; returns the status.
+async fn projector_status(dir: &Path) -> (Process, reqwest::StatusCode, serde_json::Value) {
+    let process = Process::spawn("projector", &test_env(dir), &[]);
+    let url = format!("{}/v1/status", process.projector.as_deref().unwrap());
+    let start = std::time::Instant::now();
+    loop {
+        let response = reqwest::get(&url).await.unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        // Sealing once the newest seal checked out against the log, or refused.
+        let settled = body["sealer"]["state"] != "checking";
+        if settled {
+            return (process, status, body);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the projector never settled: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn sealer_refused_metric(process: &Process) -> String {
+    let metrics = reqwest::get(format!("{}/metrics", process.projector.as_deref().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("ledger_sealer_refused "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealer_refuses_to_resume_over_a_tampered_log_or_seal() {
+    let data = sealed_log().await;
+    let conn = db(data.path());
+    let body = |conn: &Connection| -> Vec<u8> {
+        conn.query_row("SELECT body FROM events WHERE offset = 9", [], |r| r.get(0))
+            .unwrap()
+    };
+    let original = body(&conn);
+    // Carol's signout, the newest sealed event, now names someone else.
+    conn.execute(
+        "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), '\"carol\"', '\"mallory\"') AS BLOB)
+         WHERE offset = 9",
+        [],
+    )
+    .unwrap();
+    assert_ne!(body(&conn), original);
+    let (process, status, state) = projector_status(data.path()).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{state}");
+    assert_eq!(state["ready"], false, "{state}");
+    assert!(
+        state["sealer"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("offset 9: the log's event differs"),
+        "{state}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", process.projector.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        sealer_refused_metric(&process).await,
+        "ledger_sealer_refused 1"
+    );
+    process.kill();
+
+    // The event put back: the sealer vouches for its seal and seals on.
+    conn.execute("UPDATE events SET body = ?1 WHERE offset = 9", [&original])
+        .unwrap();
+    let (process, status, state) = projector_status(data.path()).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{state}");
+    assert_eq!(state["sealer"]["state"], "sealing", "{state}");
+    assert_eq!(
+        sealer_refused_metric(&process).await,
+        "ledger_sealer_refused 0"
+    );
+    process.kill();
+
+    // The newest seal itself rewritten (it claims another chain value).
+    let zeros = "0".repeat(64);
+    let changed = conn
+        .execute(
+            "UPDATE seals SET body = CAST(json_set(CAST(body AS TEXT), '$.chain', ?1) AS BLOB)
+             WHERE first_offset = (SELECT max(first_offset) FROM seals)",
+            [&zeros],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let (process, status, state) = projector_status(data.path()).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{state}");
+    assert!(
+        state["sealer"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify with the seal keys"),
+        "{state}"
+    );
+    process.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_catches_a_head_rewritten_and_sealed_again() {
+    let data = sealed_log().await;
+    let env = test_env(data.path());
+    // The auditor records the anchors the check prints.
+    let (code, out) = run_tool(&env, &["replay", "--verify-chain"]);
+    assert_eq!(code, 0, "{out}");
+    let anchors: String = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("anchor:"))
+        .map(|a| format!("{}\n", a.trim()))
+        .collect();
+    assert!(anchors.starts_with("0 9 "), "{out}");
+    let file = data.path().join("anchors.txt");
+    std::fs::write(&file, &anchors).unwrap();
+    let anchored = [
+        "replay",
+        "--verify-chain",
+        "--anchor",
+        file.to_str().unwrap(),
+    ];
+    let (code, out) = run_tool(&env, &anchored);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 anchors checked against the log"), "{out}");
+
+    // Someone holding the data directory (log and seal key alike) rewrites the head:
+    // Carol's signout names someone else, the seals covering it are removed, and the
+    // sealer seals the rewritten events afresh.
+    let conn = db(data.path());
+    conn.execute(
+        "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), '\"carol\"', '\"mallory\"') AS BLOB)
+         WHERE offset = 9",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM seals WHERE last_offset >= 9", [])
+        .unwrap();
+    drop(conn);
+    let projector = Process::spawn("projector", &env, &[]);
+    crate::helpers::await_sealed(&env, 9).await;
+    projector.kill();
+    // The seals alone see nothing wrong...
+    let (code, out) = run_tool(&env, &["replay", "--verify-chain"]);
+    assert_eq!(code, 0, "{out}");
+    // ...the anchor does.
+    let (code, out) = run_tool(&env, &anchored);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ANCHOR MISMATCH: partition 0 offset 9"),
+        "{out}"
+    );
+}

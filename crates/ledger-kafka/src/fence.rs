@@ -1,0 +1,184 @@
+//! [`KafkaFence`]: read-after-write across API instances, and after arrival from
+//! other regions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ledger_core::ports::{BackendError, ProjectionFence};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::context::LogContext;
+use crate::{KafkaConfig, blocking, committed_offsets, topic_partitions, unavailable};
+
+/// How often the projector's checkpoint is read again while waiting for it.
+const RECHECK: Duration = Duration::from_millis(5);
+
+/// Waits until the projector's consumer group has committed past the end the key's
+/// partition had when the call began, in the own topic and in every remote topic. The
+/// projector commits only after the store acknowledged, so the projection then holds
+/// every event with that key that any instance appended before, and every one that
+/// had arrived from another region: a signout on one API instance is seen by a
+/// refresh on another, and a revocation a region's validators enforce is seen by its
+/// API. (MirrorMaker 2 keeps partition numbers, so a key has the same partition in a
+/// remote topic.)
+///
+/// The partition of a key is librdkafka's `consistent_random` partitioner's choice
+/// (CRC-32 of the key modulo the partition count, [`partition_for`]), which the
+/// producer is pinned to; the partition count is read once, when the fence opens.
+pub struct KafkaFence {
+    /// A consumer of the projector's group that never joins it: it only reads the
+    /// group's committed offsets and the partitions' watermarks.
+    consumer: Arc<BaseConsumer<LogContext>>,
+    /// Every topic the projector reads, in lane order.
+    topics: Vec<String>,
+    partitions: i32,
+    group: String,
+    wait: Duration,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaFence")
+            .field("topics", &self.topics)
+            .field("group", &self.group)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaFence {
+    /// A fence on `config.topic` and the projector's `group`; a call waits at most
+    /// `wait` for the projector, then fails with [`BackendError::Unavailable`].
+    pub async fn open(
+        config: &KafkaConfig,
+        group: &str,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        let consumer: BaseConsumer<LogContext> = config
+            .consumer_config(group)
+            .create_with_context(LogContext)
+            .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
+        let (c, topic, timeout) = (
+            consumer.clone(),
+            config.topic.clone(),
+            config.operation_timeout,
+        );
+        let partitions = blocking(move || topic_partitions(c.client(), &topic, timeout)).await??;
+        Ok(KafkaFence {
+            consumer,
+            topics: config.topics().into_iter().map(str::to_owned).collect(),
+            partitions: i32::try_from(partitions.len()).unwrap_or(i32::MAX),
+            group: group.to_owned(),
+            wait,
+            timeout: config.operation_timeout,
+        })
+    }
+}
+
+impl Drop for KafkaFence {
+    fn drop(&mut self) {
+        let consumer = self.consumer.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || drop(consumer));
+        }
+    }
+}
+
+/// The partition librdkafka's `consistent_random` partitioner picks for a non-empty
+/// key: the key's CRC-32 (IEEE) modulo the partition count.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    let mut crc = 0xffff_ffff_u32;
+    for &byte in key {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let crc = !crc;
+    i32::try_from(crc % u32::try_from(partitions.max(1)).unwrap_or(1)).unwrap_or_default()
+}
+
+#[async_trait]
+impl ProjectionFence for KafkaFence {
+    async fn await_projected(&self, key: &str) -> Result<(), BackendError> {
+        let partition = partition_for(key.as_bytes(), self.partitions);
+        let started = Instant::now();
+        let (consumer, topics, timeout) =
+            (self.consumer.clone(), self.topics.clone(), self.timeout);
+        // The end of the key's partition in every topic.
+        let mut pending: Vec<(usize, i64)> = blocking(move || {
+            topics
+                .iter()
+                .enumerate()
+                .map(|(lane, topic)| {
+                    consumer
+                        .fetch_watermarks(topic, partition, timeout)
+                        .map(|(_, end)| (lane, end))
+                        .map_err(|e| unavailable("watermarks", e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+        loop {
+            let (consumer, topics, lanes) =
+                (self.consumer.clone(), self.topics.clone(), pending.clone());
+            let committed = blocking(move || {
+                lanes
+                    .iter()
+                    .map(|&(lane, _)| {
+                        let at = committed_offsets(
+                            &*consumer,
+                            lane,
+                            &topics[lane],
+                            &[partition],
+                            timeout,
+                        )?;
+                        Ok(at
+                            .first()
+                            .map_or(0, |p| i64::try_from(p.offset).unwrap_or(i64::MAX)))
+                    })
+                    .collect::<Result<Vec<i64>, BackendError>>()
+            })
+            .await??;
+            let mut at = committed.into_iter();
+            pending.retain(|&(_, end)| at.next().is_none_or(|c| c < end));
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= self.wait {
+                tracing::warn!(topics = ?self.topics, partition, behind = ?pending,
+                    "projection behind the log, answering retry");
+                return Err(unavailable(
+                    "projection",
+                    format!(
+                        "the projector has not reached the end of partition {partition} within {:?}",
+                        self.wait
+                    ),
+                ));
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_for;
+
+    #[test]
+    fn crc32_matches_the_reference_check_value() {
+        // CRC-32/ISO-HDLC of "123456789" is 0xCBF43926.
+        assert_eq!(
+            partition_for(b"123456789", i32::MAX),
+            (0xcbf4_3926_u32 % i32::MAX as u32) as i32
+        );
+        assert!((0..12).contains(&partition_for(b"some family", 12)));
+    }
+}
