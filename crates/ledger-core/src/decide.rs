@@ -233,20 +233,11 @@ pub fn decide_subject_revoke(
     reason: RevokeReason,
     ctx: &DecideContext<'_>,
 ) -> Event {
-    let policy = ctx.policy;
-    // The longest any token minted before now can stay acceptable.
-    let longest = policy
-        .access_ttl
-        .max(policy.refresh_idle_ttl)
-        .min(policy.session_max_ttl);
     let kind = EventKind::SessionRevokedAll(SessionRevokedAll {
         scope: RevocationScope::Subject,
         reason,
         revoked_at: ctx.now,
-        keep_until: ctx
-            .now
-            .saturating_add(longest)
-            .saturating_add(policy.retention_margin()),
+        keep_until: keep_past_every_token(ctx),
         session: None,
         replayed_generation: None,
         replayed_rotated_at: None,
@@ -269,24 +260,16 @@ pub fn decide_revoke_unseen(
     reason: RevokeReason,
     ctx: &DecideContext<'_>,
 ) -> Event {
-    let policy = ctx.policy;
     let started_at = session_id.created_at().unwrap_or(ctx.now).min(ctx.now);
     let session = SessionWindow {
         started_at,
-        expires_at: started_at.saturating_add(policy.session_max_ttl),
+        expires_at: ctx.policy.deadline(started_at),
     };
-    let longest = policy
-        .access_ttl
-        .max(policy.refresh_idle_ttl)
-        .min(policy.session_max_ttl);
     let kind = EventKind::SessionRevokedAll(SessionRevokedAll {
         scope: RevocationScope::Family,
         reason,
         revoked_at: ctx.now,
-        keep_until: ctx
-            .now
-            .saturating_add(longest)
-            .saturating_add(policy.retention_margin()),
+        keep_until: keep_past_every_token(ctx),
         session: Some(session),
         replayed_generation: None,
         replayed_rotated_at: None,
@@ -300,6 +283,19 @@ pub fn decide_revoke_unseen(
         None,
         kind,
     )
+}
+
+/// Until when a revocation of tokens whose families are not known must be kept: past
+/// the longest any token minted before now can stay acceptable (D5).
+fn keep_past_every_token(ctx: &DecideContext<'_>) -> Timestamp {
+    let policy = ctx.policy;
+    let longest = policy
+        .access_ttl
+        .max(policy.refresh_idle_ttl)
+        .min(policy.session_max_ttl);
+    ctx.now
+        .saturating_add(longest)
+        .saturating_add(policy.retention_margin())
 }
 
 /// Why the family is revoked, by itself or by a subject-wide revocation covering it.
