@@ -147,8 +147,16 @@ impl Projector {
                 self.config.poll_wait
             };
             let polled = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                polled = reader.poll(self.config.batch_size, wait) => polled,
+                () = shutdown.cancelled() => None,
+                polled = reader.poll(self.config.batch_size, wait) => Some(polled),
+            };
+            let Some(polled) = polled else {
+                // A stop finishes the batch being written and commits it, so the
+                // committed positions are exactly where the store is.
+                if let Some(previous) = in_flight.take() {
+                    self.finish(previous, reader.as_mut(), &mut written).await?;
+                }
+                return Ok(());
             };
             let batch = match polled {
                 Ok(batch) => batch,
