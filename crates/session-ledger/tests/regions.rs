@@ -80,7 +80,7 @@ fn region_env(
             format!("ledger_{region}_{unique}"),
         ),
         ("LEDGER_KAFKA_PARTITIONS".into(), "3".into()),
-        ("LEDGER_REFRESH_GRACE".into(), "1s".into()),
+        ("LEDGER_REFRESH_GRACE".into(), "5s".into()),
     ]);
     for (k, v) in vars {
         env.insert((*k).to_owned(), (*v).to_owned());
@@ -202,7 +202,7 @@ async fn two_regions_agree_on_refreshes_revocations_and_converge_after_a_link_cu
     // Once east has seen the rotation and grace is over, rt0 in east is reuse: the
     // family is revoked in both regions.
     await_generation(&east.app, &session, 1, REPLICATION).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // LEDGER_REFRESH_GRACE=1s
+    tokio::time::sleep(Duration::from_millis(5100)).await; // LEDGER_REFRESH_GRACE=5s
     let (status, _, body) = status_of(east.app.refresh(&rt0).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_grant");
@@ -424,7 +424,7 @@ async fn two_api_instances_in_one_region_agree() {
     // Reuse across instances: rt1 rotated away on b; after grace, rt1 on a revokes the
     // family, and b refuses the newest token too.
     let rotated = b.refresh_ok(&rt1).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // LEDGER_REFRESH_GRACE=1s
+    tokio::time::sleep(Duration::from_millis(5100)).await; // LEDGER_REFRESH_GRACE=5s
     let (status, _, body) = status_of(a.refresh(&rt1).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, _, body) = status_of(b.refresh(str_field(&rotated, "refresh_token")).await).await;
