@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use helpers::{
     Backend, INTROSPECT_TOKEN, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, run_tool,
 };
@@ -65,14 +64,10 @@ struct Record {
 }
 
 fn jti_of(access_token: &str) -> String {
-    let payload = access_token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_owned()
+    crate::helpers::access_claims(access_token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A 503 must say when to retry and carry no token; anything else but `expected` is a

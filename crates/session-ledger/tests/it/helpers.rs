@@ -369,3 +369,16 @@ pub fn app_at(api: Option<&str>, validator: Option<&str>) -> TestApp {
         _data: None,
     }
 }
+
+/// The claims of an access token, read without checking it (tests look at `jti`,
+/// `exp`, … of tokens the service handed out).
+pub fn access_claims(access_token: &str) -> Value {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}

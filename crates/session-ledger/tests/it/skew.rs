@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use reqwest::StatusCode;
-use serde_json::Value;
 use session_ledger::{Roles, Settings, start};
 
 use crate::helpers::{Backend, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, str_field};
@@ -16,14 +14,9 @@ const LEEWAY: u64 = 5;
 const SKEW: u64 = LEEWAY + 5;
 
 fn claim(access_token: &str, name: &str) -> i64 {
-    let payload = access_token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims[name].as_i64().unwrap()
+    crate::helpers::access_claims(access_token)[name]
+        .as_i64()
+        .unwrap()
 }
 
 /// The monotonic instant at which the (unskewed) system clock reads `unix_seconds`.

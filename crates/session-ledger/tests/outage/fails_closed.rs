@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ledger_core::ports::{LogSource, StartFrom};
 use ledger_core::{EventKind, SessionId};
 use reqwest::StatusCode;
@@ -224,14 +223,10 @@ struct Observed {
 }
 
 fn jti_of(access_token: &str) -> String {
-    let payload = access_token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_owned()
+    crate::helpers::access_claims(access_token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// One client: login, refresh, and sign out every other family, until `stop`.
