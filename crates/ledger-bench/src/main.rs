@@ -12,6 +12,7 @@ mod inprocess;
 mod log;
 mod report;
 mod service;
+mod ssf;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -505,6 +506,21 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         "embedded",
     )
     .await?;
+    app.stop().await?;
+
+    // Row 8: an instance of its own, so the other rows run without a transmitter.
+    let app = service::App::start_with_ssf().await?;
+    let mut push = ssf::push_latency(&app, cli.propagation_samples).await?;
+    table.push(
+        "8",
+        format!(
+            "SSF push delivery, signout response → session-revoked SET received by a push receiver on loopback ({} signouts, one at a time, embedded)",
+            push.len()
+        ),
+        format!("{}, max {}", push.p50_p99(), duration(push.max())),
+        "—",
+        "—",
+    );
     app.stop().await?;
 
     if let Some(brokers) = &cli.kafka {

@@ -37,6 +37,16 @@ impl App {
         Self::start_with(&[]).await
     }
 
+    /// Starts with the Shared Signals transmitter on, for one receiver
+    /// ([`crate::ssf::RECEIVER_TOKEN`]).
+    pub async fn start_with_ssf() -> anyhow::Result<App> {
+        Self::start_with(&[(
+            "LEDGER_SSF_RECEIVER_TOKENS",
+            format!("bench={}", crate::ssf::RECEIVER_TOKEN),
+        )])
+        .await
+    }
+
     /// Starts on Kafka + CQL (a topic and keyspace of its own).
     pub async fn start_on_kafka(brokers: &str, cql_nodes: &str) -> anyhow::Result<App> {
         let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -110,10 +120,7 @@ impl Conn {
         service: bool,
         body: String,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
-        self.sender.ready().await?;
-        let mut request = Request::post(path)
-            .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, content_type);
+        let mut request = Request::post(path).header(header::CONTENT_TYPE, content_type);
         if service {
             let token = if path.starts_with("/oauth2/introspect") {
                 INTROSPECT_TOKEN
@@ -122,10 +129,20 @@ impl Conn {
             };
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = self
-            .sender
-            .send_request(request.body(Full::new(Bytes::from(body)))?)
-            .await?;
+        self.send(request, body).await
+    }
+
+    /// Sends a request built by the caller (its `Host` header is added here).
+    pub async fn send(
+        &mut self,
+        request: hyper::http::request::Builder,
+        body: String,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.sender.ready().await?;
+        let request = request
+            .header(header::HOST, &self.host)
+            .body(Full::new(Bytes::from(body)))?;
+        let response = self.sender.send_request(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         Ok((status, body))
