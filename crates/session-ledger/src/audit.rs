@@ -45,6 +45,15 @@ impl std::str::FromStr for Bound {
     }
 }
 
+/// How `history` prints: a table per family, a JSON array, or NDJSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    #[default]
+    Table,
+    Json,
+    Ndjson,
+}
+
 /// Which events of the log a replay folds: both ends included.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Range {
@@ -508,7 +517,11 @@ pub enum HistoryOf {
 /// `session-ledger history`: one family's events, or every event of a subject (each
 /// family's timeline and the subject-wide revocations), as a table, a JSON array or
 /// NDJSON (each line an event as in `schemas/`).
-pub async fn run_history(settings: &Settings, of: HistoryOf, format: &str) -> anyhow::Result<()> {
+pub async fn run_history(
+    settings: &Settings,
+    of: HistoryOf,
+    format: HistoryFormat,
+) -> anyhow::Result<()> {
     let events = match &of {
         HistoryOf::Session(session) => {
             let id = SessionId::parse(session).context("--session must be a session id (UUID)")?;
@@ -527,14 +540,14 @@ pub async fn run_history(settings: &Settings, of: HistoryOf, format: &str) -> an
     };
     let mut out = std::io::stdout().lock();
     match format {
-        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?,
-        "ndjson" => {
+        HistoryFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?,
+        HistoryFormat::Ndjson => {
             for e in &events {
                 out.write_all(&e.to_json())?;
                 writeln!(out)?;
             }
         }
-        _ => {
+        HistoryFormat::Table => {
             // One timeline per family, in order of login; subject-wide events last.
             let mut families: Vec<Option<SessionId>> = Vec::new();
             for e in &events {

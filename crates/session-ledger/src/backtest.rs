@@ -52,19 +52,27 @@ pub async fn backtest(
     Ok(backtest.finish(Timestamp::now()))
 }
 
+/// How `backtest` prints its report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BacktestFormat {
+    #[default]
+    Table,
+    Json,
+}
+
 /// `session-ledger backtest`: the counts per kind of change and the first `limit`
 /// diverging families, as a table or JSON.
 pub async fn run_backtest(
     settings: &Settings,
     overrides: Overrides,
     limit: usize,
-    format: &str,
+    format: BacktestFormat,
 ) -> anyhow::Result<bool> {
     let current = &settings.policy;
     let candidate = overrides.apply(current);
     let report = backtest(settings, current, &candidate).await?;
     let mut out = std::io::stdout().lock();
-    if format == "json" {
+    if format == BacktestFormat::Json {
         let json = to_json(&report, current, &candidate, limit);
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {

@@ -185,20 +185,24 @@ async fn subject_revocations(ports: &Ports, subject: &Subject) -> anyhow::Result
     Ok(events)
 }
 
+/// How `explain` prints its report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// `session-ledger explain`: prints the verdict (first line), the token, the key and
 /// the events that decide; `Ok(true)` when the token was acceptable at the instant.
 pub async fn run_explain(
     settings: &Settings,
     token: &str,
-    at: Option<&str>,
+    at: Option<Timestamp>,
     keys: Option<&Path>,
-    format: &str,
+    format: ReportFormat,
 ) -> anyhow::Result<bool> {
-    let at = match at {
-        Some(text) => Timestamp::parse_rfc3339(text)
-            .with_context(|| format!("--at {text:?} is not an RFC 3339 time"))?,
-        None => Timestamp::now(),
-    };
+    let at = at.unwrap_or_else(Timestamp::now);
     let dir = KeyDir::new(keys.map_or_else(|| settings.data_dir.join("keys"), Path::to_path_buf));
     let checked = check(&dir, settings, token.trim())?;
     let report = match checked {
@@ -238,7 +242,7 @@ pub async fn run_explain(
         },
     };
     let mut out = std::io::stdout().lock();
-    if format == "json" {
+    if format == ReportFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report.json(at))?)?;
     } else {
         out.write_all(report.text(at, settings).as_bytes())?;

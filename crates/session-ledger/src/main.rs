@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use session_ledger::audit::{Bound, HistoryOf, Range, ReplayOptions};
+use ledger_core::Timestamp;
+use session_ledger::audit::{Bound, HistoryFormat, HistoryOf, Range, ReplayOptions};
+use session_ledger::backtest::BacktestFormat;
 use session_ledger::config::VARIABLES;
+use session_ledger::explain::ReportFormat;
 use session_ledger::{Roles, Settings, start};
 
 mod telemetry;
@@ -79,8 +82,8 @@ enum Command {
         /// Every session of a subject, and its subject-wide revocations.
         #[arg(long)]
         subject: Option<String>,
-        #[arg(long, default_value = "table", value_parser = ["table", "json", "ndjson"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: HistoryFormat,
     },
     /// Was a token acceptable at an instant, and why: the verdict first, then the rule
     /// that decides, the key it was signed with and the events the verdict rests on.
@@ -90,15 +93,15 @@ enum Command {
         #[arg(long)]
         token: String,
         /// The instant to judge at, RFC 3339 [default: now].
-        #[arg(long)]
-        at: Option<String>,
+        #[arg(long, value_parser = parse_instant)]
+        at: Option<Timestamp>,
         /// The key directory holding every key ever used, retired ones included
         /// [default: $LEDGER_DATA_DIR/keys, where the services keep theirs; mount the
         /// production key directory there or name it here].
         #[arg(long)]
         keys: Option<PathBuf>,
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: ReportFormat,
     },
     /// Replays the log under another policy and reports what would change: families
     /// revoked for reuse or not, sessions ending earlier or later.
@@ -115,8 +118,8 @@ enum Command {
         /// How many diverging families to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: BacktestFormat,
     },
     /// Key management.
     Keys {
@@ -138,6 +141,12 @@ enum KeysCommand {
     /// Prints the seal keys' public JWK Set: what auditors need for
     /// `replay --verify-chain --seal-jwks`, and nothing that could sign a seal.
     ExportSealJwks,
+}
+
+/// `--at`: an RFC 3339 instant.
+fn parse_instant(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text)
+        .map_err(|e| format!("expected an RFC 3339 time (2026-11-29T10:00:00Z): {e}"))
 }
 
 fn config_help() -> String {
@@ -184,7 +193,7 @@ fn main() -> ExitCode {
             telemetry::init_logs_only();
             let overrides = session_ledger::backtest::Overrides { grace, idle, max };
             return audit(async {
-                session_ledger::backtest::run_backtest(&settings, overrides, limit, &format).await
+                session_ledger::backtest::run_backtest(&settings, overrides, limit, format).await
             });
         }
         Command::Keys { command } => {
@@ -224,14 +233,8 @@ fn main() -> ExitCode {
             telemetry::init_logs_only();
             return audit(async {
                 let token = read_token(token)?;
-                session_ledger::explain::run_explain(
-                    &settings,
-                    &token,
-                    at.as_deref(),
-                    keys.as_deref(),
-                    &format,
-                )
-                .await
+                session_ledger::explain::run_explain(&settings, &token, at, keys.as_deref(), format)
+                    .await
             });
         }
         Command::History {
@@ -246,7 +249,7 @@ fn main() -> ExitCode {
                 (None, None) => unreachable!("clap requires --session or --subject"),
             };
             return audit(async {
-                session_ledger::audit::run_history(&settings, of, &format)
+                session_ledger::audit::run_history(&settings, of, format)
                     .await
                     .map(|()| true)
             });
