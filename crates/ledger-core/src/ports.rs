@@ -104,6 +104,13 @@ pub trait LogSource: Send + Sync + std::fmt::Debug {
     /// A consumer group's committed positions (next offset per partition); empty when
     /// the group never committed.
     async fn committed(&self, group: &str) -> Result<Vec<Position>, BackendError>;
+
+    /// Where the log ends now: per partition, the offset after its newest event.
+    /// `None` when the backend cannot tell without asking every partition's leader
+    /// (a caller that needs it, such as the revocation stream, then serves nothing).
+    async fn end(&self) -> Result<Option<Vec<Position>>, BackendError> {
+        Ok(None)
+    }
 }
 
 /// The projected state (D4, D5): per-family state and per-subject revocations.

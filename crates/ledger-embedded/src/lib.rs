@@ -281,6 +281,22 @@ impl LogSource for Embedded {
             .into_iter()
             .collect())
     }
+
+    async fn end(&self) -> Result<Option<Vec<Position>>, BackendError> {
+        // Read from the database, not the in-process counter: another process may
+        // append to the same file.
+        let last: i64 = self
+            .read(|c| {
+                c.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
+                    r.get(0)
+                })
+            })
+            .await?;
+        Ok(Some(vec![Position {
+            partition: 0,
+            offset: u64::try_from(last + 1).unwrap_or_default(),
+        }]))
+    }
 }
 
 /// Reads the embedded log from a position, waking when something is appended.

@@ -24,6 +24,22 @@ async fn appended_events_are_read_back_in_order_and_duplicates_are_ignored() {
 }
 
 #[tokio::test]
+async fn the_end_of_the_log_is_the_offset_after_the_newest_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let end = |offset| {
+        Some(vec![Position {
+            partition: 0,
+            offset,
+        }])
+    };
+    assert_eq!(log.end().await.unwrap(), end(1));
+    let (_, events) = history(Timestamp::now());
+    log.append(&events).await.unwrap();
+    assert_eq!(log.end().await.unwrap(), end(events.len() as u64 + 1));
+}
+
+#[tokio::test]
 async fn a_waiting_reader_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();

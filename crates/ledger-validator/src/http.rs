@@ -1,8 +1,10 @@
-//! The validator's listener: RFC 7662 introspection and revocation lookups.
+//! The validator's listener: RFC 7662 introspection, revocation lookups and the
+//! revocation stream (Server-Sent Events, embedded backend).
 
 use std::sync::LazyLock;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
 use ledger_http::metrics::register;
@@ -12,6 +14,7 @@ use prometheus::{IntCounterVec, Opts};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
+use crate::stream::{RevocationStream, StreamError, StreamPosition};
 use crate::{Introspection, Introspector};
 
 static INTROSPECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -30,6 +33,17 @@ pub struct ValidatorState {
     pub introspector: Introspector,
     /// Resource servers' credentials ([`Scope::Introspect`]).
     pub credentials: Credentials,
+    /// `GET /v1/revocations/stream`.
+    pub revocation_stream: StreamEndpoint,
+}
+
+/// Whether this listener serves the revocation stream.
+#[derive(Clone, Debug)]
+pub enum StreamEndpoint {
+    /// Served from this log.
+    Served(RevocationStream),
+    /// Not served here: a `404` whose description says where the revocations are.
+    Elsewhere(String),
 }
 
 /// Registers the validator's routes.
@@ -37,6 +51,8 @@ pub fn configure(state: ValidatorState) -> impl FnOnce(&mut web::ServiceConfig) 
     move |cfg| {
         cfg.app_data(web::Data::new(state))
             .route("/oauth2/introspect", web::post().to(introspect))
+            // Before `{session_id}`, which would take "stream" for an id.
+            .route("/v1/revocations/stream", web::get().to(revocation_stream))
             .route("/v1/revocations/{session_id}", web::get().to(revocation))
             .route("/v1/status", web::get().to(status))
             .route("/metrics", web::get().to(ledger_http::metrics::handler))
@@ -155,6 +171,66 @@ async fn revocation(
         }),
     };
     Ok(no_store_json(StatusCode::OK, &body))
+}
+
+/// `GET /v1/revocations/stream[?from=<position>]`: the revocations after the
+/// position, then live (`text/event-stream`, see [`crate::stream`]). `Last-Event-ID`,
+/// which an `EventSource` sends when it reconnects to the same URL, wins over `from`.
+async fn revocation_stream(
+    req: HttpRequest,
+    state: web::Data<ValidatorState>,
+) -> Result<HttpResponse, ApiError> {
+    state.credentials.check(&req, Scope::Introspect)?;
+    let stream = match &state.revocation_stream {
+        StreamEndpoint::Served(stream) => stream,
+        StreamEndpoint::Elsewhere(hint) => return Err(ApiError::not_found(hint.clone())),
+    };
+    let after = resume_position(&req)?;
+    let rx = stream.open(after).await.map_err(|e| match e {
+        StreamError::Malformed(_) | StreamError::Beyond { .. } => {
+            ApiError::invalid_request(e.to_string())
+        }
+        StreamError::Unsupported => ApiError::not_found(e.to_string()),
+        StreamError::Backend(e) => {
+            tracing::warn!(error = %e, "revocation stream: cannot open the log");
+            ApiError::unavailable("the log cannot be read now")
+        }
+    })?;
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // nginx: pass events on as they come.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// Where a consumer resumes: `Last-Event-ID`, else `?from=`, else the beginning.
+fn resume_position(req: &HttpRequest) -> Result<Option<StreamPosition>, ApiError> {
+    let invalid = |what: &str, e: StreamError| ApiError::invalid_request(format!("{what}: {e}"));
+    if let Some(value) = req.headers().get("last-event-id") {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_request("Last-Event-ID: not a position of this log"))?
+            .trim();
+        // An empty id is what an EventSource holds before any event: no position.
+        if !value.is_empty() {
+            return StreamPosition::parse(value)
+                .map(Some)
+                .map_err(|e| invalid("Last-Event-ID", e));
+        }
+    }
+    let mut from = None;
+    for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        if k == "from" && from.replace(v).is_some() {
+            return Err(ApiError::invalid_request("parameter from is repeated"));
+        }
+    }
+    from.map(|v| StreamPosition::parse(&v).map_err(|e| invalid("from", e)))
+        .transpose()
 }
 
 async fn status(state: web::Data<ValidatorState>) -> HttpResponse {

@@ -5,11 +5,13 @@
 //! - [`ViewFeeder`]: bootstraps the view from the store, then tails the log.
 //! - [`Introspector`]: the full check (signature, claims, revocation).
 //! - [`http`]: the RFC 7662 listener, a thin layer over the above.
+//! - [`stream`]: the public revocation stream as Server-Sent Events (embedded log).
 
 mod cache;
 mod feeder;
 pub mod http;
 mod introspect;
+pub mod stream;
 mod table;
 mod view;
 

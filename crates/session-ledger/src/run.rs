@@ -18,7 +18,8 @@ use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog};
 use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
-use ledger_validator::http::ValidatorState;
+use ledger_validator::http::{StreamEndpoint, ValidatorState};
+use ledger_validator::stream::{RevocationStream, StreamConfig};
 use ledger_validator::{FeederConfig, Introspector, RevocationView, ViewFeeder};
 use rand::RngCore;
 use tokio::task::JoinSet;
@@ -351,9 +352,23 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 }
             });
         }
+        let revocation_stream = match &settings.backend {
+            Backend::Embedded => StreamEndpoint::Served(RevocationStream::new(
+                ports.source.clone(),
+                shutdown.clone(),
+                StreamConfig::default(),
+            )),
+            Backend::Kafka(k) => StreamEndpoint::Elsewhere(format!(
+                "the revocation stream is served on the embedded backend only; on kafka, \
+                 read the compacted topic {} (the same records, keyed by family id or \
+                 subject:<subject>)",
+                k.revocations_topic
+            )),
+        };
         let state = ValidatorState {
             introspector,
             credentials,
+            revocation_stream,
         };
         let server = HttpServer::new(move || {
             App::new()

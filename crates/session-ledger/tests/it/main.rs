@@ -10,6 +10,7 @@ mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
+mod revocation_stream;
 mod revocation_topic;
 mod shutdown;
 mod signout;
