@@ -1,6 +1,7 @@
 //! The ScyllaDB (CQL) adapter: the projection (D4, D5) and the families' history.
 //!
-//! [`ScyllaStore`] implements [`ProjectionStore`] and [`HistorySource`] with the same
+//! [`ScyllaStore`] implements [`ProjectionStore`], [`HistorySource`], [`SealStore`]
+//! and `SsfStore` (module `ssf`) with the same
 //! semantics as the embedded SQLite store: `write` *merges* into what is stored, reads
 //! treat a row past its retain time as absent. Every row is written `USING TTL` the
 //! seconds until its retain time (rounded up), so the database drops revocation state
@@ -11,6 +12,7 @@
 //! against Cassandra).
 
 mod schema;
+mod ssf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,6 +124,7 @@ struct Statements {
     scan_seals: PreparedStatement,
     seal_partitions: PreparedStatement,
     newest_seal: PreparedStatement,
+    ssf: ssf::Statements,
 }
 
 impl ScyllaStore {
@@ -445,15 +448,7 @@ impl ScyllaStore {
 
 impl Statements {
     async fn prepare(session: &Session, ks: &str) -> Result<Self, BackendError> {
-        let prepare = |cql: String| async move {
-            let mut statement = session
-                .prepare(cql)
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("cql: prepare: {e}")))?;
-            // Every statement here is an upsert of a whole row or a read: safe to retry.
-            statement.set_is_idempotent(true);
-            Ok::<_, BackendError>(statement)
-        };
+        let prepare = |cql: String| prepare(session, cql);
         Ok(Statements {
             get_family: prepare(format!(
                 "SELECT state FROM {ks}.families WHERE session_id = ?"
@@ -496,8 +491,22 @@ impl Statements {
                  ORDER BY first_offset DESC, last_offset DESC LIMIT 1"
             ))
             .await?,
+            ssf: ssf::Statements::prepare(session, ks).await?,
         })
     }
+}
+
+/// Prepares one statement, marked idempotent: every statement of the store is an
+/// upsert of whole rows or cells, a delete or a read, or a lightweight transaction
+/// whose caller reads what it finds when it was not applied (`ssf`), so all are safe
+/// to retry.
+async fn prepare(session: &Session, cql: String) -> Result<PreparedStatement, BackendError> {
+    let mut statement = session
+        .prepare(cql)
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("cql: prepare: {e}")))?;
+    statement.set_is_idempotent(true);
+    Ok(statement)
 }
 
 /// Until when a family event is kept in the history: its own retain time

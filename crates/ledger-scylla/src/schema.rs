@@ -65,10 +65,48 @@ const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (partition, first_offset, last_offset)
         ) WITH CLUSTERING ORDER BY (first_offset ASC, last_offset ASC)"],
     },
+    Migration {
+        version: 3,
+        description: "ssf_streams, ssf_sequences, ssf_jtis and ssf_queue: shared signals streams",
+        // The queue's rows are deleted as receivers acknowledge them and `pending` reads
+        // from the start of the partition, so its tombstones are collected after an
+        // hour rather than ten days. A replica that misses an acknowledgement's delete
+        // for longer than that (and is not repaired) may deliver that SET again, which
+        // receivers tolerate (they deduplicate by `jti`).
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.ssf_streams (
+            stream_id text PRIMARY KEY,
+            receiver text,
+            config text
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.ssf_sequences (
+            stream_id text PRIMARY KEY,
+            next_seq bigint
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.ssf_jtis (
+            stream_id text,
+            bucket int,
+            jti text,
+            seq bigint,
+            written_at bigint,
+            body text,
+            acked boolean,
+            PRIMARY KEY ((stream_id, bucket), jti)
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.ssf_queue (
+            stream_id text,
+            seq bigint,
+            jti text,
+            body text,
+            PRIMARY KEY (stream_id, seq)
+        ) WITH CLUSTERING ORDER BY (seq ASC)
+          AND gc_grace_seconds = 3600",
+        ],
+    },
 ];
 
 /// The schema version this code expects.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Creates the keyspace when absent and applies the migrations it has not seen.
 pub(crate) async fn migrate(

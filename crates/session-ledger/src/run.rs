@@ -139,7 +139,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 transmitter.clone(),
                 ports.source.clone(),
                 store.clone(),
-                ledger_ssf::delivery::FANOUT_GROUP,
+                fanout_group(&settings),
             );
             let token = shutdown.clone();
             tasks.spawn(async move { fanout.run(token).await.context("ssf fan-out") });
@@ -410,10 +410,7 @@ fn ssf_transmitter(
         return Ok(None);
     };
     let Some(store) = ports.ssf.clone() else {
-        anyhow::bail!(
-            "LEDGER_SSF_RECEIVER_TOKENS: the SSF transmitter keeps its streams in the embedded store; \
-             it is not available on the kafka backend yet"
-        );
+        anyhow::bail!("LEDGER_SSF_RECEIVER_TOKENS: this backend has no store for SSF streams");
     };
     let signer = ledger_ssf::SetSigner::load_or_create(keys.path())
         .with_context(|| format!("loading the SET signing key from {}", keys.path().display()))?;
@@ -548,6 +545,21 @@ pub(crate) fn projector_group(settings: &Settings) -> String {
     }
 }
 
+/// The SSF fan-out's consumer group: on Kafka one per (topic, keyspace) like the
+/// projector's, since the queues it fills live in the keyspace. Several projector
+/// processes share it, so each revocation is queued by the one reading its partition.
+pub(crate) fn fanout_group(settings: &Settings) -> String {
+    match &settings.backend {
+        Backend::Embedded => ledger_ssf::delivery::FANOUT_GROUP.to_owned(),
+        Backend::Kafka(k) => format!(
+            "{}.{}.{}",
+            ledger_ssf::delivery::FANOUT_GROUP,
+            k.topic,
+            k.keyspace
+        ),
+    }
+}
+
 /// How often validators re-read the JWKS.
 const JWKS_REFRESH: Duration = Duration::from_secs(30);
 /// The least time between two JWKS reads prompted by unknown key ids.
@@ -577,7 +589,7 @@ pub(crate) struct Ports {
     pub(crate) store: Arc<dyn ProjectionStore>,
     pub(crate) history: Arc<dyn HistorySource>,
     pub(crate) seals: Arc<dyn SealStore>,
-    /// Shared Signals streams and queues (embedded backend only, for now).
+    /// Shared Signals streams and queues, in the projection store.
     pub(crate) ssf: Option<Arc<dyn SsfStore>>,
     /// Set for the embedded backend, which has no TTL and is pruned by the projector.
     embedded: Option<Embedded>,
@@ -626,8 +638,8 @@ impl Ports {
                     source: log,
                     store: store.clone(),
                     history: store.clone(),
-                    seals: store,
-                    ssf: None,
+                    seals: store.clone(),
+                    ssf: Some(store),
                     embedded: None,
                 })
             }

@@ -369,7 +369,7 @@ async fn connecting_twice_to_a_keyspace_keeps_its_schema_and_rows() {
         .unwrap()
         .rows_num();
     // One row per migration, each applied once.
-    assert_eq!(versions, 2);
+    assert_eq!(versions, 3);
     t.drop_keyspace().await;
 }
 
@@ -493,4 +493,154 @@ async fn seals_are_kept_per_run_and_the_newest_is_found_per_partition() {
     );
     assert_eq!(t.store.newest().await.unwrap(), vec![second, other]);
     t.drop_keyspace().await;
+}
+
+mod ssf {
+    use ledger_core::ports::{SsfStore, StoredStream};
+
+    use super::*;
+
+    fn stream(id: &str) -> StoredStream {
+        StoredStream {
+            stream_id: id.into(),
+            receiver: "partner".into(),
+            config: format!("{{\"stream_id\":\"{id}\"}}"),
+        }
+    }
+
+    fn sets(jtis: &[&str]) -> Vec<(String, String)> {
+        jtis.iter()
+            .map(|j| ((*j).to_owned(), format!("set-of-{j}")))
+            .collect()
+    }
+
+    async fn queued(store: &ScyllaStore, id: &str) -> Vec<String> {
+        let pending = store.pending(id, 100).await.unwrap();
+        let seqs: Vec<i64> = pending.iter().map(|q| q.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        for q in &pending {
+            assert_eq!(q.set, format!("set-of-{}", q.jti));
+        }
+        pending.into_iter().map(|q| q.jti).collect()
+    }
+
+    #[tokio::test]
+    async fn streams_are_kept_replaced_and_listed() {
+        let t = TestStore::spawn().await;
+        assert_eq!(t.store.stream("s1").await.unwrap(), None);
+        t.store.put_stream(&stream("s2")).await.unwrap();
+        t.store.put_stream(&stream("s1")).await.unwrap();
+        let mut changed = stream("s1");
+        changed.config = "{\"status\":\"paused\"}".into();
+        t.store.put_stream(&changed).await.unwrap();
+        assert_eq!(t.store.stream("s1").await.unwrap(), Some(changed.clone()));
+        assert_eq!(
+            t.store.streams().await.unwrap(),
+            vec![changed, stream("s2")]
+        );
+        t.drop_keyspace().await;
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_ordered_and_idempotent_and_remembers_what_was_acknowledged() {
+        let t = TestStore::spawn().await;
+        let s = &t.store;
+        s.put_stream(&stream("s1")).await.unwrap();
+        s.put_stream(&stream("s2")).await.unwrap();
+
+        s.enqueue("s1", &sets(&["c", "a", "b"])).await.unwrap();
+        // A redelivered batch, a duplicate within a batch, and new SETs after.
+        s.enqueue("s1", &sets(&["a", "d", "d", "c", "e"]))
+            .await
+            .unwrap();
+        assert_eq!(queued(s, "s1").await, ["c", "a", "b", "d", "e"]);
+        assert_eq!(s.pending("s1", 2).await.unwrap().len(), 2);
+        assert_eq!(s.pending("s1", 0).await.unwrap(), vec![]);
+        // Queues are per stream: the same jti is another SET on another stream.
+        s.enqueue("s2", &sets(&["a"])).await.unwrap();
+        assert_eq!(queued(s, "s2").await, ["a"]);
+
+        // Acknowledged SETs leave the queue and never come back; unknown jtis are
+        // ignored.
+        s.ack("s1", &["a".into(), "c".into(), "nope".into()])
+            .await
+            .unwrap();
+        assert_eq!(queued(s, "s1").await, ["b", "d", "e"]);
+        s.enqueue("s1", &sets(&["c", "a", "f"])).await.unwrap();
+        assert_eq!(queued(s, "s1").await, ["b", "d", "e", "f"]);
+        s.ack("s1", &["a".into()]).await.unwrap();
+        s.enqueue("nope", &sets(&[])).await.unwrap();
+        s.enqueue("s1", &sets(&["nope"])).await.unwrap();
+        assert_eq!(queued(s, "s1").await, ["b", "d", "e", "f", "nope"]);
+        assert_eq!(queued(s, "s2").await, ["a"]);
+
+        // Deleting a stream takes its queue and its memory of jtis with it.
+        assert!(s.delete_stream("s1").await.unwrap());
+        assert!(!s.delete_stream("s1").await.unwrap());
+        assert_eq!(s.stream("s1").await.unwrap(), None);
+        assert_eq!(queued(s, "s1").await, Vec::<String>::new());
+        for table in ["ssf_jtis", "ssf_queue", "ssf_sequences"] {
+            let rows = t
+                .raw
+                .query_unpaged(
+                    format!("SELECT stream_id FROM {}.{table} ALLOW FILTERING", t.ks()),
+                    (),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .rows::<(String,)>()
+                .unwrap()
+                .map(|r| r.unwrap().0)
+                .collect::<Vec<_>>();
+            assert!(rows.iter().all(|id| id == "s2"), "{table}: {rows:?}");
+        }
+        assert_eq!(s.streams().await.unwrap(), vec![stream("s2")]);
+        assert_eq!(queued(s, "s2").await, ["a"]);
+        t.drop_keyspace().await;
+    }
+
+    /// Several processes enqueueing the same SETs at once (a redelivery racing the
+    /// first delivery, two fan-outs during a rebalance): each SET is queued once, by
+    /// whichever claim won it.
+    #[tokio::test]
+    async fn concurrent_enqueues_of_the_same_sets_queue_each_once() {
+        let t = TestStore::spawn().await;
+        t.store.put_stream(&stream("s1")).await.unwrap();
+        let others: Vec<ScyllaStore> = connect_many(3, t.ks()).await;
+        let jtis: Vec<String> = (0..20).map(|i| format!("j{i:02}")).collect();
+        let refs: Vec<&str> = jtis.iter().map(String::as_str).collect();
+        let batch = sets(&refs);
+        let runs = others.iter().map(|s| s.enqueue("s1", &batch));
+        for r in futures::future::join_all(runs).await {
+            r.unwrap();
+        }
+        let mut got = queued(&t.store, "s1").await;
+        got.sort();
+        assert_eq!(got, jtis);
+        t.drop_keyspace().await;
+    }
+
+    async fn connect_many(n: usize, ks: &str) -> Vec<ScyllaStore> {
+        let mut stores = Vec::new();
+        for _ in 0..n {
+            stores.push(
+                ScyllaStore::connect(ScyllaConfig::new(nodes(), ks))
+                    .await
+                    .unwrap(),
+            );
+        }
+        stores
+    }
+
+    /// The fan-out runs the store's futures in spawned tasks.
+    #[allow(dead_code)]
+    fn futures_are_send(store: &ScyllaStore, batch: &[(String, String)]) {
+        fn send<T: Send>(_: T) {}
+        send(store.enqueue("s", batch));
+        send(store.ack("s", &[]));
+        send(store.pending("s", 1));
+        send(store.delete_stream("s"));
+    }
 }

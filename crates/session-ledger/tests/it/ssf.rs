@@ -75,12 +75,25 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_receiver_gets_verified_session_revoked_sets_by_push_and_poll_after_being_down() {
+    go_receiver_gets_verified_sets(Backend::Embedded).await;
+}
+
+/// The same on Kafka + Cassandra: streams and queues in the CQL store, the fan-out
+/// on its own consumer group. One partition, so that the log orders the signouts of
+/// different families as the test made them (the push order it checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_receiver_gets_verified_session_revoked_sets_by_push_and_poll_on_kafka() {
+    go_receiver_gets_verified_sets(Backend::Kafka).await;
+}
+
+async fn go_receiver_gets_verified_sets(backend: Backend) {
     let receivers = format!("partner={TOKEN},other={OTHER}");
     let app = spawn_app_on(
-        Backend::Embedded,
+        backend,
         &[
             ("LEDGER_SSF_RECEIVER_TOKENS", &receivers),
             ("LEDGER_REFRESH_GRACE", "0s"),
+            ("LEDGER_KAFKA_PARTITIONS", "1"),
         ],
     )
     .await;
