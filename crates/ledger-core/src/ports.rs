@@ -216,4 +216,18 @@ pub trait SsfStore: Send + Sync + std::fmt::Debug {
     async fn pending(&self, stream_id: &str, max: usize) -> Result<Vec<QueuedSet>, BackendError>;
     /// Removes acknowledged SETs (unknown jtis are ignored).
     async fn ack(&self, stream_id: &str, jtis: &[String]) -> Result<(), BackendError>;
+
+    /// Takes or renews, for `ttl`, the right to push the stream's queue: `true` when
+    /// `holder` has it now. A store shared by several processes grants it to one
+    /// holder at a time, so one process pushes each stream (in queue order); another
+    /// takes over once the holder stopped renewing. A store only one process opens
+    /// (the embedded one) grants it always.
+    async fn hold_delivery(
+        &self,
+        _stream_id: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, BackendError> {
+        Ok(true)
+    }
 }

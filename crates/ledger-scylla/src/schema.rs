@@ -103,10 +103,18 @@ const MIGRATIONS: &[Migration] = &[
           AND gc_grace_seconds = 3600",
         ],
     },
+    Migration {
+        version: 4,
+        description: "ssf_leases: one pusher per shared signals stream",
+        statements: &["CREATE TABLE IF NOT EXISTS {ks}.ssf_leases (
+            stream_id text PRIMARY KEY,
+            holder text
+        )"],
+    },
 ];
 
 /// The schema version this code expects.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// Creates the keyspace when absent and applies the migrations it has not seen.
 pub(crate) async fn migrate(

@@ -67,6 +67,9 @@ pub(crate) struct Statements {
     delete_queued: PreparedStatement,
     pending: PreparedStatement,
     delete_queue: PreparedStatement,
+    take_lease: PreparedStatement,
+    renew_lease: PreparedStatement,
+    delete_lease: PreparedStatement,
 }
 
 impl Statements {
@@ -114,6 +117,25 @@ impl Statements {
             delete_sequence: prepare(
                 session,
                 format!("DELETE FROM {ks}.ssf_sequences WHERE stream_id = ?"),
+            )
+            .await?,
+            take_lease: prepare(
+                session,
+                format!(
+                    "INSERT INTO {ks}.ssf_leases (stream_id, holder) VALUES (?, ?) IF NOT EXISTS USING TTL ?"
+                ),
+            )
+            .await?,
+            renew_lease: prepare(
+                session,
+                format!(
+                    "UPDATE {ks}.ssf_leases USING TTL ? SET holder = ? WHERE stream_id = ? IF holder = ?"
+                ),
+            )
+            .await?,
+            delete_lease: prepare(
+                session,
+                format!("DELETE FROM {ks}.ssf_leases WHERE stream_id = ?"),
             )
             .await?,
             get_jti: prepare(
@@ -453,6 +475,8 @@ impl SsfStore for ScyllaStore {
             .await?;
         self.execute("delete ssf sequence", &st.delete_sequence, (stream_id,))
             .await?;
+        self.execute("delete ssf lease", &st.delete_lease, (stream_id,))
+            .await?;
         Ok(existed)
     }
 
@@ -522,6 +546,30 @@ impl SsfStore for ScyllaStore {
             .map(|jti| self.ack_one(stream_id, jti))
             .collect();
         crate::bounded(acks).await
+    }
+
+    /// A lease row per stream, written with a TTL: the holder renews it with a
+    /// compare-and-set on itself; anyone takes it with `IF NOT EXISTS` once it expired.
+    async fn hold_delivery(
+        &self,
+        stream_id: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, BackendError> {
+        let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
+        let st = self.ssf();
+        if self
+            .applied(
+                "renew ssf lease",
+                &st.renew_lease,
+                (ttl, holder, stream_id, holder),
+            )
+            .await?
+        {
+            return Ok(true);
+        }
+        self.applied("take ssf lease", &st.take_lease, (stream_id, holder, ttl))
+            .await
     }
 }
 

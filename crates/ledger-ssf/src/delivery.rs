@@ -7,6 +7,13 @@
 //! **Invariant**: the fan-out commits its log positions only after the SETs of what
 //! it read are queued, and a SET leaves a queue only when acknowledged, so a receiver
 //! that is away for a while gets everything afterwards, in queue order.
+//!
+//! Several processes may run a pusher on one store: each stream is pushed by the one
+//! that holds its delivery lease ([`SsfStore::hold_delivery`], renewed while it
+//! pushes), so a receiver gets its SETs in queue order from one sender; when that
+//! process stops, another takes the stream over within [`DELIVERY_LEASE`]. A holder
+//! that stalls past its lease mid-batch may overlap with its successor for that batch:
+//! delivery is at least once, and receivers deduplicate by `jti`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::stream::{Status, Stream};
 use crate::{SESSION_REVOKED, Transmitter, set};
+
+/// How long a pusher holds a stream's delivery without renewing it.
+pub const DELIVERY_LEASE: Duration = Duration::from_secs(10);
 
 /// The fan-out's consumer group (its checkpoint in the log).
 pub const FANOUT_GROUP: &str = "ssf-fanout";
@@ -205,6 +215,8 @@ pub struct Pusher {
     client: reqwest::Client,
     config: PushConfig,
     stats: Arc<PushStats>,
+    /// This pusher's name in delivery leases.
+    holder: String,
 }
 
 impl Pusher {
@@ -220,6 +232,7 @@ impl Pusher {
             client,
             config,
             stats: Arc::default(),
+            holder: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -267,10 +280,19 @@ impl Pusher {
     /// a push stream.
     async fn deliver(&self, stream_id: String, shutdown: CancellationToken) {
         let mut backoff = self.config.initial_backoff;
+        let mut held_until: Option<tokio::time::Instant> = None;
         loop {
             let woken = self.tx.queued.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            if !self.holds(&stream_id, &mut held_until).await {
+                // Another process pushes this stream (or the store cannot say): ask
+                // again in a while.
+                if pause(&shutdown, DELIVERY_LEASE / 4).await {
+                    return;
+                }
+                continue;
+            }
             let ready = match self.next_batch(&stream_id).await {
                 Ok(Some((stream, pending))) if !pending.is_empty() => Some((stream, pending)),
                 Ok(Some(_)) => None,
@@ -310,6 +332,44 @@ impl Pusher {
                 if shutdown.is_cancelled() {
                     return;
                 }
+                if held_until.is_none_or(|t| t <= tokio::time::Instant::now() + DELIVERY_LEASE / 2)
+                {
+                    // Renew before the next SET rather than push on an expiring lease.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether this pusher holds the stream's delivery lease, renewing it once half of
+    /// it has run.
+    async fn holds(&self, stream_id: &str, held_until: &mut Option<tokio::time::Instant>) -> bool {
+        let now = tokio::time::Instant::now();
+        if held_until.is_some_and(|t| t > now + DELIVERY_LEASE / 2) {
+            return true;
+        }
+        match self
+            .store
+            .hold_delivery(stream_id, &self.holder, DELIVERY_LEASE)
+            .await
+        {
+            Ok(true) => {
+                if held_until.is_none() {
+                    debug!(%stream_id, holder = %self.holder, "ssf push: this process delivers the stream");
+                }
+                *held_until = Some(now + DELIVERY_LEASE);
+                true
+            }
+            Ok(false) => {
+                if held_until.take().is_some() {
+                    info!(%stream_id, "ssf push: another process took the stream over");
+                }
+                false
+            }
+            Err(e) => {
+                warn!(%stream_id, error = %e, "ssf push: cannot take or renew the delivery lease");
+                *held_until = None;
+                false
             }
         }
     }

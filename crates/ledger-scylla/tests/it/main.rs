@@ -369,7 +369,7 @@ async fn connecting_twice_to_a_keyspace_keeps_its_schema_and_rows() {
         .unwrap()
         .rows_num();
     // One row per migration, each applied once.
-    assert_eq!(versions, 3);
+    assert_eq!(versions, 4);
     t.drop_keyspace().await;
 }
 
@@ -622,6 +622,35 @@ mod ssf {
         t.drop_keyspace().await;
     }
 
+    #[tokio::test]
+    async fn one_holder_at_a_time_pushes_a_stream_and_another_takes_over_when_it_stops() {
+        let t = TestStore::spawn().await;
+        t.store.put_stream(&stream("s1")).await.unwrap();
+        let ttl = std::time::Duration::from_secs(2);
+        let others = connect_many(2, t.ks()).await;
+        // Two processes ask at once: exactly one gets it.
+        let (a, b) = tokio::join!(
+            others[0].hold_delivery("s1", "a", ttl),
+            others[1].hold_delivery("s1", "b", ttl)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "a: {a}, b: {b}");
+        let (holder, other, other_store) = if a {
+            ("a", "b", &others[1])
+        } else {
+            ("b", "a", &others[0])
+        };
+        // The holder renews; the other is refused while it does; other streams are free.
+        assert!(t.store.hold_delivery("s1", holder, ttl).await.unwrap());
+        assert!(!other_store.hold_delivery("s1", other, ttl).await.unwrap());
+        assert!(other_store.hold_delivery("s2", other, ttl).await.unwrap());
+        // The holder stops renewing: the other takes over once the lease expired.
+        tokio::time::sleep(ttl + std::time::Duration::from_millis(500)).await;
+        assert!(other_store.hold_delivery("s1", other, ttl).await.unwrap());
+        assert!(!t.store.hold_delivery("s1", holder, ttl).await.unwrap());
+        t.drop_keyspace().await;
+    }
+
     async fn connect_many(n: usize, ks: &str) -> Vec<ScyllaStore> {
         let mut stores = Vec::new();
         for _ in 0..n {
@@ -642,5 +671,6 @@ mod ssf {
         send(store.ack("s", &[]));
         send(store.pending("s", 1));
         send(store.delete_stream("s"));
+        send(store.hold_delivery("s", "h", std::time::Duration::from_secs(1)));
     }
 }
