@@ -50,7 +50,8 @@ fi
 # Kafka and Cassandra rows when the services are up (scripts/services.sh up).
 kafka=()
 if scripts/services.sh status >/dev/null 2>&1; then
-  kafka=(--kafka 127.0.0.1:9092 --cql 127.0.0.1:9042)
+  # The ports scripts/services.sh was told to use (LEDGER_KAFKA_PORT, LEDGER_CQL_PORT).
+  kafka=(--kafka "127.0.0.1:${LEDGER_KAFKA_PORT:-9092}" --cql "127.0.0.1:${LEDGER_CQL_PORT:-9042}")
 else
   echo "bench.sh: Kafka/Cassandra not up; run scripts/services.sh up for the Kafka rows" >&2
 fi

@@ -509,18 +509,8 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
     app.stop().await?;
 
     // Row 8: an instance of its own, so the other rows run without a transmitter.
-    let app = service::App::start_with_ssf().await?;
-    let mut push = ssf::push_latency(&app, cli.propagation_samples).await?;
-    table.push(
-        "8",
-        format!(
-            "SSF push delivery, signout response → session-revoked SET received by a push receiver on loopback ({} signouts, one at a time, embedded)",
-            push.len()
-        ),
-        format!("{}, max {}", push.p50_p99(), duration(push.max())),
-        "—",
-        "—",
-    );
+    let app = service::App::start_with_ssf(None).await?;
+    ssf_row(&mut table, &app, cli, "embedded").await?;
     app.stop().await?;
 
     if let Some(brokers) = &cli.kafka {
@@ -533,6 +523,15 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             cli,
             "on Kafka, acks=all, idempotent producer, + Cassandra",
             "on Kafka, the validator tailing the topic",
+        )
+        .await?;
+        app.stop().await?;
+        let app = service::App::start_with_ssf(Some((brokers, &cli.cql))).await?;
+        ssf_row(
+            &mut table,
+            &app,
+            cli,
+            "on Kafka + Cassandra, the fan-out tailing the topic",
         )
         .await?;
         app.stop().await?;
@@ -634,6 +633,27 @@ async fn service_rows(
             propagation.p50_p99(),
             duration(propagation.max())
         ),
+        "—",
+        "—",
+    );
+    Ok(())
+}
+
+/// Row 8 on a service started with the transmitter on.
+async fn ssf_row(
+    table: &mut Table,
+    app: &service::App,
+    cli: &Cli,
+    setting: &str,
+) -> anyhow::Result<()> {
+    let mut push = ssf::push_latency(app, cli.propagation_samples).await?;
+    table.push(
+        "8",
+        format!(
+            "SSF push delivery, signout response → session-revoked SET received by a push receiver on loopback ({} signouts, one at a time, {setting})",
+            push.len()
+        ),
+        format!("{}, max {}", push.p50_p99(), duration(push.max())),
         "—",
         "—",
     );

@@ -39,25 +39,19 @@ impl App {
 
     /// Starts with the Shared Signals transmitter on, for one receiver
     /// ([`crate::ssf::RECEIVER_TOKEN`]).
-    pub async fn start_with_ssf() -> anyhow::Result<App> {
-        Self::start_with(&[(
+    /// On the embedded backend, or on Kafka + CQL given (brokers, CQL nodes).
+    pub async fn start_with_ssf(kafka: Option<(&str, &str)>) -> anyhow::Result<App> {
+        let mut env = kafka.map(kafka_env).unwrap_or_default();
+        env.push((
             "LEDGER_SSF_RECEIVER_TOKENS",
             format!("bench={}", crate::ssf::RECEIVER_TOKEN),
-        )])
-        .await
+        ));
+        Self::start_with(&env).await
     }
 
     /// Starts on Kafka + CQL (a topic and keyspace of its own).
     pub async fn start_on_kafka(brokers: &str, cql_nodes: &str) -> anyhow::Result<App> {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        Self::start_with(&[
-            ("LEDGER_BACKEND", "kafka".to_owned()),
-            ("LEDGER_KAFKA_BROKERS", brokers.to_owned()),
-            ("LEDGER_SCYLLA_NODES", cql_nodes.to_owned()),
-            ("LEDGER_KAFKA_TOPIC", format!("bench-{unique}")),
-            ("LEDGER_SCYLLA_KEYSPACE", format!("bench_{unique}")),
-        ])
-        .await
+        Self::start_with(&kafka_env((brokers, cql_nodes))).await
     }
 
     async fn start_with(extra: &[(&'static str, String)]) -> anyhow::Result<App> {
@@ -89,6 +83,18 @@ impl App {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.stop().await
     }
+}
+
+/// The settings of a service on Kafka + CQL with a topic and keyspace of its own.
+fn kafka_env((brokers, cql_nodes): (&str, &str)) -> Vec<(&'static str, String)> {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    vec![
+        ("LEDGER_BACKEND", "kafka".to_owned()),
+        ("LEDGER_KAFKA_BROKERS", brokers.to_owned()),
+        ("LEDGER_SCYLLA_NODES", cql_nodes.to_owned()),
+        ("LEDGER_KAFKA_TOPIC", format!("bench-{unique}")),
+        ("LEDGER_SCYLLA_KEYSPACE", format!("bench_{unique}")),
+    ]
 }
 
 /// One keep-alive HTTP/1.1 connection.
