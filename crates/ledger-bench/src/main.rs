@@ -502,7 +502,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         &mut table,
         &app,
         cli,
-        "POST /oauth2/token, embedded backend, fsync per append",
+        "POST /oauth2/token, embedded backend, one fsync per group commit",
         "embedded",
     )
     .await?;

@@ -85,6 +85,29 @@ struct Inner {
     reader: Mutex<Connection>,
     /// The highest offset appended so far; readers wait on it.
     appended: watch::Sender<i64>,
+    /// Appends waiting for the next group commit.
+    commits: Mutex<GroupCommit>,
+}
+
+/// One event as an `events` row: id, session, subject, time, JSON body.
+type EventRow = (String, Option<String>, String, i64, Vec<u8>);
+
+/// Group commit: concurrent appends share one transaction, so one fsync (I1) answers
+/// all of them. The first append that finds no commit running starts one on the
+/// blocking pool; that commit takes every append waiting, writes them in one
+/// transaction, answers each, and goes on while more arrived meanwhile.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    waiting: Vec<Waiting>,
+    /// A commit loop runs (and will take what is waiting).
+    running: bool,
+}
+
+/// An append waiting for its commit: its rows, and where to say how it went.
+#[derive(Debug)]
+struct Waiting {
+    rows: Vec<EventRow>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 fn backend(e: rusqlite::Error) -> BackendError {
@@ -116,6 +139,7 @@ impl Embedded {
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
                 appended,
+                commits: Mutex::default(),
             }),
         })
     }
@@ -190,13 +214,85 @@ fn connect(path: &Path) -> Result<Connection, BackendError> {
     Ok(conn)
 }
 
+impl Inner {
+    /// Commits what is waiting, again and again until nothing is: one transaction (one
+    /// fsync) per round, every append of the round answered with its outcome. Appends
+    /// keep their order, and their events stay together.
+    fn commit_waiting(&self) {
+        /// Should a round panic, the next append starts a commit loop again (the
+        /// round's appends get an error: their answer channels are dropped).
+        struct Restartable<'a>(&'a Mutex<GroupCommit>);
+        impl Drop for Restartable<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+                }
+            }
+        }
+        let _restartable = Restartable(&self.commits);
+        loop {
+            let round = {
+                let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+                if commits.waiting.is_empty() {
+                    commits.running = false;
+                    return;
+                }
+                std::mem::take(&mut commits.waiting)
+            };
+            let written = {
+                let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+                insert_events(&mut conn, round.iter().flat_map(|w| &w.rows))
+            };
+            let outcome = match written {
+                Ok(last) => {
+                    self.appended.send_if_modified(|v| {
+                        let changed = last > *v;
+                        *v = (*v).max(last);
+                        changed
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(format!("sqlite: {e}")),
+            };
+            for waiting in round {
+                // An append that gave up waiting (its task was dropped) needs no answer.
+                let _ = waiting.done.send(outcome.clone());
+            }
+        }
+    }
+}
+
+/// Inserts the rows in one transaction; the newest offset once committed.
+fn insert_events<'a>(
+    conn: &mut Connection,
+    rows: impl Iterator<Item = &'a EventRow>,
+) -> rusqlite::Result<i64> {
+    let tx = conn.transaction()?;
+    {
+        // A duplicate event id (a retried append) is already in the log.
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (event_id, session_id, subject, occurred_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (id, session, subject, at, body) in rows {
+            insert.execute(params![id, session, subject, at, body])?;
+        }
+    }
+    let last: i64 = tx.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
+        r.get(0)
+    })?;
+    tx.commit()?;
+    Ok(last)
+}
+
 #[async_trait]
 impl EventLog for Embedded {
+    /// Waits for the group commit that takes these events (see [`GroupCommit`]).
     async fn append(&self, events: &[Event]) -> Result<(), BackendError> {
         if events.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, Option<String>, String, i64, Vec<u8>)> = events
+        let rows: Vec<EventRow> = events
             .iter()
             .map(|e| {
                 (
@@ -208,31 +304,20 @@ impl EventLog for Embedded {
                 )
             })
             .collect();
-        let last = self
-            .write(move |c| {
-                let tx = c.transaction()?;
-                {
-                    // A duplicate event id (a retried append) is already in the log.
-                    let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO events (event_id, session_id, subject, occurred_at, body)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
-                    for (id, session, subject, at, body) in &rows {
-                        insert.execute(params![id, session, subject, at, body])?;
-                    }
-                }
-                let last: i64 =
-                    tx.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?;
-                tx.commit()?;
-                Ok(last)
-            })
-            .await?;
-        self.inner.appended.send_if_modified(|v| {
-            let changed = last > *v;
-            *v = (*v).max(last);
-            changed
-        });
-        Ok(())
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut commits = self.inner.commits.lock().unwrap_or_else(|p| p.into_inner());
+            commits.waiting.push(Waiting { rows, done });
+            !std::mem::replace(&mut commits.running, true)
+        };
+        if start {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.commit_waiting());
+        }
+        outcome
+            .await
+            .map_err(|_| BackendError::Other("the group commit stopped".into()))?
+            .map_err(BackendError::Other)
     }
 }
 
