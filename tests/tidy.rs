@@ -136,6 +136,21 @@ fn adapters_depend_on_the_core_alone() {
     }
 }
 
+#[test]
+fn the_projector_and_the_telemetry_link_no_web_framework() {
+    let graph = Graph::load();
+    for package in ["ledger-projector", "ledger-telemetry"] {
+        let linked = graph.linked(package);
+        let web: Vec<&str> = ["actix-web", "actix-http", "actix-server"]
+            .into_iter()
+            .filter(|c| linked.contains(*c))
+            .collect();
+        assert!(web.is_empty(), "{package} links {web:?}");
+    }
+    // The check sees the graph: the projector does link its metrics crate.
+    assert!(graph.linked("ledger-projector").contains("prometheus"));
+}
+
 /// `D4`, `I7`, … as cited in the comments of a source line.
 fn citations(line: &str) -> Vec<String> {
     let Some(at) = line.find("//") else {

@@ -1,5 +1,6 @@
-//! Prometheus metrics: every crate registers its own in the default registry;
-//! `GET /metrics` on both listeners renders them in the text exposition format.
+//! HTTP metrics (requests by listener, route and status; latency) and `GET /metrics`,
+//! which renders the registry of `ledger_telemetry::metrics` in the text exposition
+//! format.
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -10,7 +11,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, http::header};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
+pub use ledger_telemetry::metrics::register;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(IntCounterVec::new(
@@ -30,19 +32,6 @@ static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
         &["listener", "route"],
     ))
 });
-
-/// Registers a collector in the default registry, once.
-pub fn register<C: prometheus::core::Collector + Clone + 'static>(
-    collector: prometheus::Result<C>,
-) -> C {
-    // The definitions are static (names, help texts and labels written in the code):
-    // one that Prometheus refuses is a programming error caught by the first test
-    // that touches the metric.
-    let collector = collector.expect("a static metric definition is valid");
-    // Registering twice (a second app in one process) is harmless: keep the first.
-    let _ = prometheus::default_registry().register(Box::new(collector.clone()));
-    collector
-}
 
 /// Middleware: counts and times every request by its route pattern.
 pub async fn observe(
@@ -77,12 +66,10 @@ pub async fn observe(
 
 /// `GET /metrics`.
 pub async fn handler() -> HttpResponse {
-    let mut buffer = Vec::new();
-    let encoder = TextEncoder::new();
-    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buffer) {
-        return HttpResponse::InternalServerError().body(format!("metrics: {e}"));
+    match ledger_telemetry::metrics::render() {
+        Ok((content_type, body)) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .body(body),
+        Err(e) => HttpResponse::InternalServerError().body(format!("metrics: {e}")),
     }
-    HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, encoder.format_type()))
-        .body(buffer)
 }

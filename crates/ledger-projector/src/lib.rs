@@ -17,7 +17,7 @@ use ledger_core::ports::{
     BackendError, LogReader, LogRecord, LogSource, ProjectionStore, StartFrom,
 };
 use ledger_core::{FamilyState, Projection, SessionId};
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 
@@ -345,7 +345,7 @@ fn write_spans(events: &[ledger_core::Event], batch_size: usize) -> Vec<tracing:
                 batch_size,
             );
             let parent =
-                ledger_http::trace::remote_context(&tc.traceparent, tc.tracestate.as_deref());
+                ledger_telemetry::trace::remote_context(&tc.traceparent, tc.tracestate.as_deref());
             let _ = span.set_parent(parent);
             Some(span)
         })

@@ -21,7 +21,7 @@ use ledger_core::ports::{BackendError, LogSource, Position, SealStore, StartFrom
 use ledger_core::seal::{
     MAX_SEAL_RUN, ResumeCheck, ResumeRefused, SealBuilder, SealSigner, SealVerifier,
 };
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 
