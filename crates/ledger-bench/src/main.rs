@@ -526,6 +526,26 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         )
         .await?;
         app.stop().await?;
+        // The same without the projection fence (LEDGER_API_FENCE=off, right for one
+        // API instance): what waiting for the projector costs each refresh.
+        let app = service::App::start_on_kafka_without_fence(brokers, &cli.cql).await?;
+        service::sessions(&app, 8).await?;
+        let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
+        table.push(
+            "4",
+            format!(
+                "refresh end to end (on Kafka + Cassandra as above, LEDGER_API_FENCE=off: one API instance, no wait for the projector), {} clients",
+                cli.refresh_concurrency
+            ),
+            format!(
+                "{}, {}",
+                rate(refresh.per_second(), "req"),
+                refresh.latencies.p50_p99()
+            ),
+            "—",
+            "—",
+        );
+        app.stop().await?;
         let app = service::App::start_with_ssf(Some((brokers, &cli.cql))).await?;
         ssf_row(
             &mut table,

@@ -49,6 +49,16 @@ impl App {
         Self::start_with(&env).await
     }
 
+    /// Starts on Kafka + CQL with `LEDGER_API_FENCE=off`.
+    pub async fn start_on_kafka_without_fence(
+        brokers: &str,
+        cql_nodes: &str,
+    ) -> anyhow::Result<App> {
+        let mut env = kafka_env((brokers, cql_nodes));
+        env.push(("LEDGER_API_FENCE", "off".to_owned()));
+        Self::start_with(&env).await
+    }
+
     /// Starts on Kafka + CQL (a topic and keyspace of its own).
     pub async fn start_on_kafka(brokers: &str, cql_nodes: &str) -> anyhow::Result<App> {
         Self::start_with(&kafka_env((brokers, cql_nodes))).await
