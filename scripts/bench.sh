@@ -7,6 +7,7 @@
 #
 #   scripts/bench.sh [ledger-bench flags]     e.g. --families 1000000 --seconds 5
 #   scripts/bench.sh --regions [N]            the two-region figures instead (below)
+#   scripts/bench.sh --keycloak [flags]       Keycloak as a peer instead (below)
 #
 # The tables go to stdout, progress to stderr; `ledger-bench --help` lists the
 # sizes, `scripts/bench-http.sh --help` the wrk settings (LEDGER_BENCH_HTTP_ARGS
@@ -29,6 +30,15 @@ if [ "${1:-}" = --regions ]; then
   LEDGER_REGION_SAMPLES="$samples" cargo test -p session-ledger --test regions \
     two_regions -- --nocapture 2>&1 | grep -E "propagation|converged|link cut|test result"
   exit "${PIPESTATUS[0]}"
+fi
+
+# --keycloak [flags]: Keycloak's refresh-token grant and introspection next to ours
+# (scripts/bench-peer.sh, which starts Keycloak with scripts/keycloak.sh; the flags
+# go to it, see scripts/bench-peer.sh --help). Builds only `session-ledger`.
+if [ "${1:-}" = --keycloak ]; then
+  shift
+  cargo build --release -p session-ledger >&2
+  exec scripts/bench-peer.sh "$@"
 fi
 
 cargo build --release -p ledger-bench -p session-ledger >&2
