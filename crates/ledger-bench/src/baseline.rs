@@ -59,7 +59,13 @@ impl Redis {
             "writing {} keys to the Redis blacklist",
             keys.len()
         ));
-        let mut con = self.connection().await?;
+        // Loading and emptying a million keys outlasts the client's default response
+        // timeout (a second run finds the previous run's keys to flush).
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut con = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         redis::cmd("FLUSHALL").query_async::<()>(&mut con).await?;
         let before = self.used_memory(&mut con).await?;
         for chunk in keys.chunks(10_000) {
