@@ -7,7 +7,6 @@ pub mod config;
 pub mod explain;
 pub mod jwks;
 mod run;
-mod scan;
 
 pub use config::{Backend, ConfigError, KafkaSettings, Settings};
 pub use run::{Roles, Running, start};
