@@ -5,7 +5,6 @@ pub mod audit;
 pub mod backtest;
 pub mod config;
 pub mod explain;
-pub mod jwks;
 mod run;
 
 pub use config::{Backend, ConfigError, KafkaSettings, Settings};
