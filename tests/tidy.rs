@@ -151,6 +151,30 @@ fn the_projector_and_the_telemetry_link_no_web_framework() {
     assert!(graph.linked("ledger-projector").contains("prometheus"));
 }
 
+#[test]
+fn the_auditors_library_serves_no_http_and_knows_no_binary() {
+    let graph = Graph::load();
+    let linked = graph.linked("ledger-audit");
+    for forbidden in ["actix-web", "actix-http", "session-ledger"] {
+        assert!(
+            !linked.contains(forbidden),
+            "ledger-audit links {forbidden}"
+        );
+    }
+    let members = graph.direct_members("ledger-audit");
+    let expected = BTreeSet::from(["ledger-core".to_owned(), "ledger-token".to_owned()]);
+    assert_eq!(
+        members, expected,
+        "ledger-audit reads through the core's ports and the token crate's keys only"
+    );
+    // The binary fronts the auditors' tools through this crate.
+    assert!(
+        graph
+            .direct_members("session-ledger")
+            .contains("ledger-audit")
+    );
+}
+
 /// `D4`, `I7`, … as cited in the comments of a source line.
 fn citations(line: &str) -> Vec<String> {
     let Some(at) = line.find("//") else {

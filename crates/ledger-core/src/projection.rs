@@ -177,4 +177,81 @@ impl Projection {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+
+    /// The first family or subject where `self` (a replay) and `live` differ, in words;
+    /// `None` when they hold the same state.
+    pub fn first_difference(&self, live: &Projection) -> Option<String> {
+        for f in self.families() {
+            match live.family(&f.session_id) {
+                None => {
+                    return Some(format!(
+                        "family {} is in the replay but not live",
+                        f.session_id
+                    ));
+                }
+                Some(l) if l != f => {
+                    return Some(format!(
+                        "family {} differs: replay {} vs live {}",
+                        f.session_id,
+                        serde_json::to_string(f).unwrap_or_default(),
+                        serde_json::to_string(l).unwrap_or_default()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(l) = live
+            .families()
+            .find(|l| self.family(&l.session_id).is_none())
+        {
+            return Some(format!(
+                "family {} is live but not in the replay",
+                l.session_id
+            ));
+        }
+        for s in self.subjects() {
+            if live.subject_revocation(&s.subject) != Some(s) {
+                return Some(format!("subject revocation of {} differs", s.subject));
+            }
+        }
+        if let Some(l) = live
+            .subjects()
+            .find(|l| self.subject_revocation(&l.subject).is_none())
+        {
+            return Some(format!(
+                "subject revocation of {} is live but not in the replay",
+                l.subject
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_difference_is_named() {
+        let now = Timestamp::now();
+        let (id, events) = crate::testing::login_and_logout("alice", now);
+        let mut live = Projection::new();
+        events.iter().for_each(|e| live.apply(e));
+        let mut replayed = Projection::new();
+        replayed.apply(&events[0]);
+        let difference = replayed.first_difference(&live).unwrap();
+        assert!(
+            difference.starts_with(&format!("family {id} differs")),
+            "{difference}"
+        );
+        replayed.apply(&events[1]);
+        assert_eq!(replayed.first_difference(&live), None);
+        let (other, extra) = crate::testing::login("bob", now);
+        live.apply(&extra);
+        let difference = replayed.first_difference(&live).unwrap();
+        assert_eq!(
+            difference,
+            format!("family {other} is live but not in the replay")
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! It implements the same ports as Kafka and the CQL database: [`EventLog`] and
 //! [`LogSource`] (one partition; offsets are row ids), [`ProjectionStore`] and
-//! [`HistorySource`].
+//! [`HistorySource`]. Having no TTL, it is pruned by the [`Pruner`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,9 @@ use ledger_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
+
+mod pruner;
+pub use pruner::{Pruner, PrunerStatus};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (

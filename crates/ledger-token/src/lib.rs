@@ -8,8 +8,11 @@
 //! - Keys: generated into a directory on first start, kept across restarts, rotated
 //!   with overlap ([`KeyDir`], [`SigningKeys`], [`VerificationKeys`]).
 //! - Seal keys: sign the log's seals, for tamper evidence ([`SealKeys`]).
+//! - Forensics: which key a token names and whether it verifies, for auditors
+//!   ([`forensics::check`]).
 
 mod access;
+pub mod forensics;
 #[cfg(test)]
 mod fuzz;
 mod keys;

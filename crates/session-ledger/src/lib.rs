@@ -5,9 +5,7 @@ pub mod audit;
 pub mod backtest;
 pub mod config;
 pub mod explain;
-pub mod jwks;
 mod run;
-mod scan;
 
 pub use config::{Backend, ConfigError, KafkaSettings, Settings};
 pub use run::{Roles, Running, start};

@@ -191,7 +191,7 @@ fn main() -> ExitCode {
             format,
         } => {
             telemetry::init_logs_only();
-            let overrides = session_ledger::backtest::Overrides { grace, idle, max };
+            let overrides = ledger_audit::backtest::Overrides { grace, idle, max };
             return audit(async {
                 session_ledger::backtest::run_backtest(&settings, overrides, limit, format).await
             });

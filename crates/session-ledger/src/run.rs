@@ -1,6 +1,5 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -8,7 +7,6 @@ use anyhow::Context;
 use base64::Engine;
 use ledger_api::http::ApiState;
 use ledger_api::{ServiceConfig, SessionService};
-use ledger_core::Timestamp;
 use ledger_core::ports::{
     EventLog, HistorySource, LogSource, ProjectionStore, SealStore, SsfStore,
 };
@@ -17,10 +15,12 @@ use ledger_http::{Credentials, Scope};
 use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog};
 use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
-use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir, VerificationKeys};
+use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 use ledger_validator::http::{StreamEndpoint, ValidatorState};
 use ledger_validator::stream::{RevocationStream, StreamConfig};
-use ledger_validator::{FeederConfig, Introspector, RevocationView, ViewFeeder};
+use ledger_validator::{
+    FeederConfig, Introspector, JwksConfig, JwksRefresher, RevocationView, ViewFeeder,
+};
 use rand::RngCore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -207,20 +207,11 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         }
     }
     if let (true, Some(store)) = (roles.projector, ports.embedded.clone()) {
+        let pruner = ledger_embedded::Pruner::new(store, ledger_embedded::Pruner::DEFAULT_EVERY);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            // The embedded store has no TTL: reclaim expired rows now and then.
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                }
-                match store.prune(Timestamp::now()).await {
-                    Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned expired projection rows"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
-                }
-            }
+            pruner.run(token).await;
+            Ok(())
         });
     }
 
@@ -305,7 +296,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let token = shutdown.clone();
         tasks.spawn(async move { feeder.run(token).await.context("validator feed") });
         let verification = match &settings.jwks_url {
-            Some(url) => fetch_jwks_until_ok(url, &shutdown).await?,
+            Some(url) => JwksRefresher::initial_keys(url, JwksConfig::default(), &shutdown).await?,
             None => keys
                 .signing_keys()
                 .with_context(|| {
@@ -326,30 +317,11 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             view,
         );
         if let Some(url) = settings.jwks_url.clone() {
-            let introspector = introspector.clone();
+            let refresher = JwksRefresher::new(url, introspector.clone(), JwksConfig::default());
             let token = shutdown.clone();
             tasks.spawn(async move {
-                // Rotation reaches validators without a restart: periodically, and
-                // at once (at most every JWKS_MIN_INTERVAL) when a token names a key
-                // not seen yet.
-                loop {
-                    let last = tokio::time::Instant::now();
-                    tokio::select! {
-                        () = token.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(JWKS_REFRESH) => {}
-                        () = introspector.unknown_key_presented() => {
-                            tokio::time::sleep_until(last + JWKS_MIN_INTERVAL).await;
-                        }
-                    }
-                    match crate::jwks::fetch(&url).await {
-                        Ok(keys) => {
-                            if introspector.set_keys(keys) {
-                                tracing::info!(%url, "verification keys changed");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, %url, "jwks refresh failed; keeping the keys in use"),
-                    }
-                }
+                refresher.run(token).await;
+                Ok(())
             });
         }
         let revocation_stream = match &settings.backend {
@@ -557,28 +529,6 @@ pub(crate) fn fanout_group(settings: &Settings) -> String {
             k.topic,
             k.keyspace
         ),
-    }
-}
-
-/// How often validators re-read the JWKS.
-const JWKS_REFRESH: Duration = Duration::from_secs(30);
-/// The least time between two JWKS reads prompted by unknown key ids.
-const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The validator starts only once it has keys: retries while the API comes up.
-async fn fetch_jwks_until_ok(
-    url: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<VerificationKeys> {
-    loop {
-        match crate::jwks::fetch(url).await {
-            Ok(keys) => return Ok(keys),
-            Err(e) => tracing::warn!(error = %e, %url, "waiting for the jwks"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the jwks"),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
 }
 

@@ -3,13 +3,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use ledger_core::ports::{LogRecord, Position, StartFrom};
-
-use crate::run::Ports;
+use ledger_core::ports::{LogRecord, LogSource, Position, StartFrom};
 
 /// What the callback of [`scan`] says about a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flow {
+pub enum Flow {
     Continue,
     /// The record is past the range asked for: stop once the log is read up to here.
     PastEnd,
@@ -17,7 +15,7 @@ pub(crate) enum Flow {
 
 /// What [`scan`] read.
 #[derive(Debug)]
-pub(crate) struct Scanned {
+pub struct Scanned {
     /// Until the last record arrived (the poll that finds the end is not counted).
     pub elapsed: Duration,
     /// Where the scan stopped: the next offset per partition.
@@ -26,13 +24,13 @@ pub(crate) struct Scanned {
 
 /// Reads the log from `start` to its end, handing every record to `each`, with a
 /// progress line on standard error every second (`label` names the tool).
-pub(crate) async fn scan(
-    ports: &Ports,
+pub async fn scan(
+    source: &dyn LogSource,
     start: StartFrom,
     label: &str,
     mut each: impl FnMut(&LogRecord) -> anyhow::Result<Flow>,
 ) -> anyhow::Result<Scanned> {
-    let mut reader = ports.source.reader(start).await?;
+    let mut reader = source.reader(start).await?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut read, mut elapsed) = (0u64, Duration::ZERO);
