@@ -75,6 +75,20 @@ async fn api_refuses_to_issue_while_kafka_is_down_and_recovers() {
         assert!(Instant::now() < deadline, "the API never recovered");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let next = app.refresh_ok(&refresh_token).await;
+    // A refresh also waits for the projector to be back (the projection fence): until
+    // then it is a 503 with Retry-After, never a token.
+    let next = loop {
+        let response = app.refresh(&refresh_token).await;
+        let status = response.status();
+        let retry_after = response.headers().contains_key("retry-after");
+        let body: Value = response.json().await.unwrap();
+        if status == StatusCode::OK {
+            break body;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(retry_after && body.get("refresh_token").is_none(), "{body}");
+        assert!(Instant::now() < deadline, "refresh never recovered: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_ne!(next["refresh_token"], login["refresh_token"]);
 }
