@@ -420,6 +420,7 @@ impl SessionService {
             policy: &self.config.policy,
             region: &self.config.region,
             trace_context,
+            event_id: ledger_core::EventId::random(),
         }
     }
 

@@ -51,6 +51,7 @@ pub fn generate(target: usize) -> anyhow::Result<(Vec<Event>, usize)> {
             policy: &policy,
             region: "bench",
             trace_context: None,
+            event_id: ledger_core::EventId::random(),
         };
         let id = SessionId::generate();
         let open = Command::Open {

@@ -412,6 +412,7 @@ impl Family<'_> {
             policy,
             region: "",
             trace_context: None,
+            event_id: EventId::random(),
         };
         match decide(Some(&state), None, command, &ctx) {
             Ok(events) => match events.first().map(|e| &e.kind) {

@@ -28,13 +28,21 @@ pub enum Command {
     },
 }
 
-/// Everything a decision needs besides the state: the clock is passed in.
+/// Everything a decision needs besides the state: the clock and the one id that
+/// nothing in the command determines are passed in, so `decide` is a pure function.
 #[derive(Clone, Debug)]
 pub struct DecideContext<'a> {
     pub now: Timestamp,
     pub policy: &'a Policy,
     pub region: &'a str,
     pub trace_context: Option<TraceContext>,
+    /// The id of an event the command does not determine: a grace retry (each one
+    /// a distinct event with its own access token), a subject-wide revocation, a
+    /// revocation of a family not known yet. Events that record a fact every
+    /// instance must agree on (a rotation, a reuse detection, a signout) get ids
+    /// derived from the family instead. Callers draw a fresh one per decision
+    /// ([`EventId::random`]).
+    pub event_id: EventId,
 }
 
 /// Why a command was refused. None of these produce events.
@@ -168,7 +176,7 @@ pub fn decide(
                     head.rotated_at,
                     true,
                     head.refresh_expires_at,
-                    EventId::random(),
+                    ctx.event_id,
                 )]);
             }
             let replayed_rotated_at =
@@ -242,7 +250,7 @@ pub fn decide_subject_revoke(
         replayed_generation: None,
         replayed_rotated_at: None,
     });
-    event(ctx, EventId::random(), None, subject, None, kind)
+    event(ctx, ctx.event_id, None, subject, None, kind)
 }
 
 /// Revokes a family the caller's state does not know (its login not projected yet,
@@ -275,14 +283,7 @@ pub fn decide_revoke_unseen(
         replayed_rotated_at: None,
     });
     let subject = subject.unwrap_or_else(Subject::unknown);
-    event(
-        ctx,
-        EventId::random(),
-        Some(session_id),
-        subject,
-        None,
-        kind,
-    )
+    event(ctx, ctx.event_id, Some(session_id), subject, None, kind)
 }
 
 /// Until when a revocation of tokens whose families are not known must be kept: past

@@ -351,6 +351,7 @@ fn explain_refresh(
         policy,
         region: "explain",
         trace_context: None,
+        event_id: EventId::random(),
     };
     let command = Command::Refresh {
         session_id,

@@ -41,6 +41,7 @@ fn ctx(now: Timestamp, policy: &Policy) -> DecideContext<'_> {
         policy,
         region: "test",
         trace_context: None,
+        event_id: crate::EventId::random(),
     }
 }
 

@@ -227,6 +227,7 @@ mod tests {
                 policy: &policy,
                 region: "t",
                 trace_context: None,
+                event_id: ledger_core::EventId::random(),
             };
             let mut p = Projection::new();
             for e in &self.events {

@@ -646,6 +646,7 @@ mod tests {
             policy: &policy,
             region: "t",
             trace_context: None,
+            event_id: ledger_core::EventId::random(),
         };
         let event =
             decide_subject_revoke(Subject::parse("bob").unwrap(), RevokeReason::Admin, &ctx);
@@ -681,6 +682,7 @@ mod tests {
                 policy: &policy,
                 region: "t",
                 trace_context: None,
+                event_id: ledger_core::EventId::random(),
             };
             let subject = if next() % 2 == 0 { "alice" } else { "bob" };
             let command = match next() % 6 {

@@ -75,6 +75,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
+            event_id: crate::EventId::random(),
         };
         let state = self.projection.family(&self.session);
         let subject = state.and_then(|s| self.projection.subject_revocation(&s.subject));
@@ -318,6 +319,7 @@ fn a_subject_revocation_ends_the_families_it_covers() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
+        event_id: crate::EventId::random(),
     };
     let everywhere =
         crate::decide_subject_revoke(Subject::parse("alice").unwrap(), RevokeReason::Admin, &ctx);

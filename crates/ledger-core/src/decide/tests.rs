@@ -44,6 +44,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
+            event_id: EventId::random(),
         };
         let state = self.projection.family(&self.session);
         let subject = self.projection.subject_revocation(&self.subject);
@@ -283,6 +284,7 @@ fn signout_of_an_unknown_session_changes_nothing() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
+        event_id: EventId::random(),
     };
     assert!(decide(None, None, other, &ctx).unwrap().is_empty());
 }
@@ -295,6 +297,7 @@ fn subject_revoke_covers_earlier_sessions_only() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
+        event_id: EventId::random(),
     };
     let event = decide_subject_revoke(g.subject.clone(), RevokeReason::Admin, &ctx);
     assert_eq!(event.session_id, None);
@@ -360,6 +363,7 @@ fn signout_of_a_family_not_seen_yet_revokes_it_whichever_event_comes_first() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
+        event_id: EventId::random(),
     };
     // A refresh token names the family, not the user.
     let unseen = decide_revoke_unseen(g.session, None, RevokeReason::Logout, &ctx);
@@ -387,5 +391,30 @@ fn signout_of_a_family_not_seen_yet_revokes_it_whichever_event_comes_first() {
             at: at(40),
             reason: RevokeReason::Logout
         })
+    );
+}
+
+#[test]
+fn decide_is_a_pure_function_of_state_command_and_context() {
+    let mut g = Given::login_at(0);
+    g.then_ok(g.refresh(0), 10);
+    // A grace retry: the one event whose id nothing in the command determines.
+    let ctx = DecideContext {
+        now: at(11),
+        policy: &g.policy,
+        region: "test",
+        trace_context: None,
+        event_id: EventId::random(),
+    };
+    let state = g.projection.family(&g.session);
+    let subject = g.projection.subject_revocation(&g.subject);
+    let first = decide(state, subject, g.refresh(0), &ctx).unwrap();
+    let again = decide(state, subject, g.refresh(0), &ctx).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first[0].event_id, ctx.event_id);
+    // Subject-wide and unseen revocations take it too.
+    assert_eq!(
+        decide_subject_revoke(g.subject.clone(), RevokeReason::Logout, &ctx).event_id,
+        ctx.event_id
     );
 }

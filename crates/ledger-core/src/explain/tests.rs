@@ -50,6 +50,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
+            event_id: crate::EventId::random(),
         }
     }
 

@@ -58,6 +58,7 @@ fn valid_events() -> Vec<Value> {
         policy: &policy,
         region: "fuzz",
         trace_context: None,
+        event_id: ledger_core::EventId::random(),
     };
     let session_id = SessionId::generate();
     let open = Command::Open {

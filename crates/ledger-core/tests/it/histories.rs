@@ -60,6 +60,7 @@ pub fn run(steps: &[Step]) -> Vec<Event> {
             policy: &policy,
             region: if instance == 0 { "eu" } else { "us" },
             trace_context: None,
+            event_id: ledger_core::EventId::random(),
         };
         let family_of = |i: usize| families[i % families.len()];
         let command = match &step.op {

@@ -73,6 +73,7 @@ fn histories(n: usize, trace_context: Option<TraceContext>) -> Vec<Event> {
             policy: &policy,
             region: "test",
             trace_context: trace_context.clone(),
+            event_id: ledger_core::EventId::random(),
         };
         let id = SessionId::generate();
         let mut state = Projection::new();

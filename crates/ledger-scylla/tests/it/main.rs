@@ -104,6 +104,7 @@ fn family_history(subject: &str, now: Timestamp, policy: &Policy) -> (SessionId,
             policy,
             region: "test",
             trace_context: None,
+            event_id: ledger_core::EventId::random(),
         };
         let produced = decide(state.family(&id), None, command, &ctx).unwrap();
         for e in &produced {
@@ -121,6 +122,7 @@ fn subject_revocation(subject: &str, now: Timestamp, policy: &Policy) -> Event {
         policy,
         region: "test",
         trace_context: None,
+        event_id: ledger_core::EventId::random(),
     };
     decide_subject_revoke(Subject::parse(subject).unwrap(), RevokeReason::Admin, &ctx)
 }
