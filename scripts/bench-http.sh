@@ -38,29 +38,9 @@ done
 
 log() { echo "bench-http.sh: $*" >&2; }
 
-if ! command -v wrk >/dev/null 2>&1; then
-  sudo=()
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
-  log "installing wrk (apt-get)"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
-fi
-command -v curl >/dev/null 2>&1 || { log "curl is needed"; exit 1; }
-bin=target/release/session-ledger
-[ -x "$bin" ] || { log "$bin missing: cargo build --release -p session-ledger"; exit 1; }
-
-free_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  log "no free port"
-  exit 1
-}
+# shellcheck source=scripts/lib/bench-dev.sh
+. scripts/lib/bench-dev.sh
+bench_prerequisites
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/bench-http.XXXXXX")"
 pid=""
@@ -73,25 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-api_port="$(free_port)"
-validator_port="$(free_port)"
-projector_port="$(free_port)"
-service_token="bench-$(date +%s)-$RANDOM$RANDOM"
-LEDGER_DATA_DIR="$work/data" LEDGER_SERVICE_TOKEN="$service_token" \
-  LEDGER_API_ADDR="127.0.0.1:$api_port" LEDGER_VALIDATOR_ADDR="127.0.0.1:$validator_port" \
-  LEDGER_PROJECTOR_ADDR="127.0.0.1:$projector_port" \
-  "$bin" dev >"$work/dev.log" 2>&1 &
-pid=$!
-api="http://127.0.0.1:$api_port"
-validator="http://127.0.0.1:$validator_port"
-for _ in $(seq 300); do
-  if curl -fsS "$validator/readyz" >/dev/null 2>&1 && curl -fsS "$api/healthz" >/dev/null 2>&1; then
-    break
-  fi
-  kill -0 "$pid" 2>/dev/null || { cat "$work/dev.log" >&2; log "session-ledger dev exited"; exit 1; }
-  sleep 0.1
-done
-log "session-ledger dev up (pid $pid): api $api, validator $validator"
+start_dev
 
 log "opening $sessions sessions"
 : >"$work/tokens"

@@ -530,21 +530,13 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         // API instance): what waiting for the projector costs each refresh.
         let app = service::App::start_on_kafka_without_fence(brokers, &cli.cql).await?;
         service::sessions(&app, 8).await?;
-        let mut refresh = service::refresh_load(&app, cli.refresh_concurrency, cli.seconds).await?;
-        table.push(
-            "4",
-            format!(
-                "refresh end to end (on Kafka + Cassandra as above, LEDGER_API_FENCE=off: one API instance, no wait for the projector), {} clients",
-                cli.refresh_concurrency
-            ),
-            format!(
-                "{}, {}",
-                rate(refresh.per_second(), "req"),
-                refresh.latencies.p50_p99()
-            ),
-            "—",
-            "—",
-        );
+        refresh_row(
+            &mut table,
+            &app,
+            cli,
+            "on Kafka + Cassandra as above, LEDGER_API_FENCE=off: one API instance, no wait for the projector",
+        )
+        .await?;
         app.stop().await?;
         let app = service::App::start_with_ssf(Some((brokers, &cli.cql))).await?;
         ssf_row(
@@ -622,6 +614,32 @@ async fn service_rows(
     refresh_setting: &str,
     propagation_setting: &str,
 ) -> anyhow::Result<()> {
+    refresh_row(table, app, cli, refresh_setting).await?;
+    let mut propagation = service::propagation(app, cli.propagation_samples).await?;
+    table.push(
+        "5",
+        format!(
+            "revocation propagation, signout response → validator answers inactive ({} signouts, {propagation_setting})",
+            propagation.len()
+        ),
+        format!(
+            "{}, max {}",
+            propagation.p50_p99(),
+            duration(propagation.max())
+        ),
+        "—",
+        "—",
+    );
+    Ok(())
+}
+
+/// Row 4 on a running service: refresh load.
+async fn refresh_row(
+    table: &mut Table,
+    app: &service::App,
+    cli: &Cli,
+    refresh_setting: &str,
+) -> anyhow::Result<()> {
     progress(&format!(
         "refresh ({refresh_setting}) at {} clients for {} s",
         cli.refresh_concurrency, cli.seconds
@@ -637,21 +655,6 @@ async fn service_rows(
             "{}, {}",
             rate(refresh.per_second(), "req"),
             refresh.latencies.p50_p99()
-        ),
-        "—",
-        "—",
-    );
-    let mut propagation = service::propagation(app, cli.propagation_samples).await?;
-    table.push(
-        "5",
-        format!(
-            "revocation propagation, signout response → validator answers inactive ({} signouts, {propagation_setting})",
-            propagation.len()
-        ),
-        format!(
-            "{}, max {}",
-            propagation.p50_p99(),
-            duration(propagation.max())
         ),
         "—",
         "—",
