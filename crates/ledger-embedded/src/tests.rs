@@ -145,3 +145,50 @@ async fn reading_ahead_loses_nothing_when_the_log_grows_or_the_batch_shrinks() {
     let events: Vec<Event> = read.into_iter().map(|r| r.event).collect();
     assert_eq!(events, [first, second].concat());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_group_committed_each_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    // 64 appends at once, each a whole family's history: they share commits, and
+    // every one is answered only once its events are in the log.
+    let appends: Vec<Vec<Event>> = (0..64)
+        .map(|i| ledger_core::testing::login_and_logout(&format!("user-{i}"), Timestamp::now()).1)
+        .collect();
+    let tasks: Vec<_> = appends
+        .iter()
+        .cloned()
+        .map(|events| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.append(&events).await.unwrap();
+                // Acknowledged means readable: the events are in the log now.
+                let id = events[0].session_id.unwrap();
+                assert_eq!(log.history(id).await.unwrap(), events);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let mut read = Vec::new();
+    loop {
+        let batch = reader.poll(1000, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        read.extend(batch.into_iter().map(|r| r.event));
+    }
+    // Every append's events are contiguous and in their order; none is lost.
+    assert_eq!(read.len(), appends.iter().map(Vec::len).sum::<usize>());
+    let mut at = 0;
+    while at < read.len() {
+        let append = appends
+            .iter()
+            .find(|a| a[0].event_id == read[at].event_id)
+            .unwrap();
+        assert_eq!(&read[at..at + append.len()], append.as_slice());
+        at += append.len();
+    }
+}
