@@ -22,7 +22,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # timed signouts (default 200): it prints the cross-region revocation propagation
 # (east's signout answer -> active:false from west's validator, p50/p99/max) and the
 # convergence time after a link cut of LEDGER_REGION_CUT (default 60s) with traffic in
-# both regions (MirrorMaker stopped, then started).
+# both regions (LEDGER_REGION_CUT_MODE: `stop` stops MirrorMaker, then starts it
+# again; `pause` freezes it with SIGSTOP, like a network partition, then lets it go on).
 if [ "${1:-}" = --regions ]; then
   samples="${2:-200}"
   export LEDGER_REGION_CUT="${LEDGER_REGION_CUT:-60s}"

@@ -10,7 +10,7 @@
 #
 # Usage: scripts/services.sh up [--fresh] [--regions 2] | down | status [--regions 2]
 #        | stop-kafka | stop-cassandra | pause-kafka | resume-kafka
-#        | stop-mirror | start-mirror | down-regions
+#        | stop-mirror | start-mirror | pause-mirror | resume-mirror | down-regions
 #
 #   up       fetch the jars once (Maven Central, via `mvn dependency:copy-dependencies`
 #            and the poms in scripts/services/), write the configs, start whatever
@@ -34,6 +34,8 @@
 #            running east Kafka or Cassandra is used as it is, never restarted.
 #   stop-mirror / start-mirror  cut / restore the link between the regions
 #            (stop / start MirrorMaker 2 only; it resumes where it stopped).
+#   pause-mirror / resume-mirror  SIGSTOP / SIGCONT MirrorMaker 2: a link cut like a
+#            network partition, without a JVM start-up when it comes back.
 #   down-regions  stop MirrorMaker 2 and the west broker only (east keeps running).
 #   status --regions 2  also reports west and MirrorMaker; exit 0 only when all are up.
 #
@@ -756,6 +758,8 @@ main() {
     stop-kafka) stop_one kafka "$KAFKA_PID" "$KAFKA_MAIN" ;;
     stop-mirror) stop_one mirror "$MIRROR_PID" "$MIRROR_MAIN" ;;
     start-mirror) mirror_start ;;
+    pause-mirror) signal_one mirror "$MIRROR_PID" "$MIRROR_MAIN" STOP paused ;;
+    resume-mirror) signal_one mirror "$MIRROR_PID" "$MIRROR_MAIN" CONT resumed ;;
     down-regions) regions_down ;;
     # Internal (the west region runs this script with its own home and ports).
     up-kafka) cmd_up_kafka ;;

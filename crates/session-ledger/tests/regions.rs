@@ -32,12 +32,43 @@ fn services(command: &str) {
     assert!(status.success(), "scripts/services.sh {command} failed");
 }
 
-/// Starts MirrorMaker again however the test ends, so the link is up for what follows.
-struct RestoreLink;
+/// How the link between the regions is cut (`LEDGER_REGION_CUT_MODE`): `stop` stops
+/// MirrorMaker, which then starts again from its committed positions (a JVM start-up
+/// and its Connect groups forming); `pause` freezes it with SIGSTOP, as a network
+/// partition would, and lets it go on where it was.
+#[derive(Clone, Copy)]
+enum CutMode {
+    Stop,
+    Pause,
+}
+
+impl CutMode {
+    fn from_env() -> Self {
+        match var("LEDGER_REGION_CUT_MODE", "stop").as_str() {
+            "stop" => Self::Stop,
+            "pause" => Self::Pause,
+            other => panic!("LEDGER_REGION_CUT_MODE is `stop` or `pause`, not {other:?}"),
+        }
+    }
+
+    fn cut(self) -> RestoreLink {
+        services(match self {
+            Self::Stop => "stop-mirror",
+            Self::Pause => "pause-mirror",
+        });
+        RestoreLink(self)
+    }
+}
+
+/// Restores the link however the test ends, so it is up for what follows.
+struct RestoreLink(CutMode);
 
 impl Drop for RestoreLink {
     fn drop(&mut self) {
-        services("start-mirror");
+        services(match self.0 {
+            CutMode::Stop => "start-mirror",
+            CutMode::Pause => "resume-mirror",
+        });
     }
 }
 
@@ -222,8 +253,8 @@ async fn two_regions_agree_on_refreshes_revocations_and_converge_after_a_link_cu
 /// The link cut while both regions take logins, refreshes and signouts; restored,
 /// both regions reach the same projection and enforce every acknowledged signout.
 async fn link_cut(east: &Region, west: &Region) {
-    let restore = RestoreLink;
-    services("stop-mirror");
+    let mode = CutMode::from_env();
+    let restore = mode.cut();
     let cut_at = Instant::now();
 
     let mut signed_out: Vec<String> = Vec::new();
@@ -299,7 +330,7 @@ async fn link_cut(east: &Region, west: &Region) {
 
     let restored_at = Instant::now();
     drop(restore);
-    let mirror_started = restored_at.elapsed();
+    let link_restored = restored_at.elapsed();
 
     // Both regions converge on one projection: each region's replay of its log
     // matches its live projection, and the two digests are equal.
@@ -322,8 +353,12 @@ async fn link_cut(east: &Region, west: &Region) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "converged {:?} after the link was restored (MirrorMaker start-up: {mirror_started:?})",
-        restored_at.elapsed()
+        "converged {:?} after the link was restored ({}: {link_restored:?})",
+        restored_at.elapsed(),
+        match mode {
+            CutMode::Stop => "MirrorMaker start-up",
+            CutMode::Pause => "MirrorMaker resumed",
+        }
     );
     // Every acknowledged signout is enforced in both regions; nothing else is.
     for region in [east, west] {
