@@ -28,7 +28,9 @@ if [ "${1:-}" = --regions ]; then
   samples="${2:-200}"
   export LEDGER_REGION_CUT="${LEDGER_REGION_CUT:-60s}"
   scripts/services.sh up --regions 2 >&2
-  LEDGER_REGION_SAMPLES="$samples" cargo test -p session-ledger --test regions \
+  # The binary the test runs (it only builds it when missing): current, not stale.
+  cargo build -p session-ledger >&2
+  LEDGER_REGION_SAMPLES="$samples" cargo test -p ledger-tests --test regions \
     two_regions -- --nocapture 2>&1 | grep -E "propagation|converged|link cut|test result"
   exit "${PIPESTATUS[0]}"
 fi

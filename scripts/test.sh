@@ -20,7 +20,7 @@ stop_services() {
   fi
 }
 trap stop_services EXIT
-# Two regions (crates/session-ledger/tests/regions.rs): the default Kafka is "east",
+# Two regions (tests/regions.rs): the default Kafka is "east",
 # a second one "west", linked by MirrorMaker 2.
 if ! scripts/services.sh status >/dev/null 2>&1; then
   started=1

@@ -98,7 +98,7 @@ fn spawn_dev(
     tempfile::NamedTempFile,
 ) {
     let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+    let mut child = Command::new(crate::helpers::ledger_bin())
         .arg("dev")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -232,7 +232,7 @@ async fn dev_generates_both_credentials_and_the_deprecated_one_grants_both() {
     // A role serving endpoints needs its own credential given.
     let mut env = test_env(dir.path());
     env.remove("LEDGER_LOGIN_TOKEN");
-    let out = Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+    let out = Command::new(crate::helpers::ledger_bin())
         .arg("api")
         .env_clear()
         .envs(&env)

@@ -3,29 +3,14 @@
 //! take turns (`SERIAL`).
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
-#[path = "it/helpers.rs"]
-mod helpers;
-
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use helpers::{Backend, spawn_app_on, str_field};
+use ledger_tests::helpers::{self, Backend, services, spawn_app_on, str_field};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 #[path = "outage/fails_closed.rs"]
 mod fails_closed;
-
-fn services(command: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(command)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/services.sh {command} failed");
-}
 
 /// Starts Kafka again however the test ends, so later test binaries find it up.
 struct RestartKafka;

@@ -16,7 +16,7 @@ const OTHER: &str = "other-receiver-token-0123456789";
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 
 fn receiver_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = crate::helpers::workspace_root();
     let out = Command::new("bash")
         .arg(root.join("scripts/ssf-receiver.sh"))
         .output()

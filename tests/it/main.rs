@@ -6,7 +6,6 @@ mod crash;
 mod credentials;
 mod explain;
 mod full_restart;
-mod helpers;
 mod input;
 mod lifecycle;
 mod restart;
@@ -17,6 +16,8 @@ mod signout;
 mod skew;
 mod ssf;
 mod tamper;
+
+use ledger_tests::helpers;
 
 /// Runs each contract test in `lifecycle` against one backend.
 macro_rules! contract {

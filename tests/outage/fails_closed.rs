@@ -12,8 +12,8 @@ use ledger_core::{EventKind, SessionId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Process, TestApp, app_at, backend_env, str_field};
-use crate::{RestartKafka, SERIAL, services};
+use crate::helpers::{Backend, Process, TestApp, app_at, backend_env, jti_of, services, str_field};
+use crate::{RestartKafka, SERIAL};
 
 const MAX_STALENESS: Duration = Duration::from_secs(3);
 
@@ -251,13 +251,6 @@ struct Observed {
     unexpected: Vec<String>,
     /// Successes after the broker came back.
     after_restart: usize,
-}
-
-fn jti_of(access_token: &str) -> String {
-    crate::helpers::access_claims(access_token)["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// One client: login, refresh, and sign out every other family, until `stop`.

@@ -4,15 +4,13 @@
 //! because it stops and starts MirrorMaker, which no other test binary uses.
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
-#[path = "it/helpers.rs"]
-mod helpers;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use helpers::{Process, TestApp, app_at, run_tool, str_field, test_env};
+use ledger_tests::helpers::{
+    Process, TestApp, app_at, env_or, run_tool, services, str_field, test_env,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -21,16 +19,6 @@ const WEST: &str = "west";
 /// How long a test waits for replication in the ordinary case (MirrorMaker finds a
 /// new topic within its 2 s refresh, then copies within milliseconds).
 const REPLICATION: Duration = Duration::from_secs(60);
-
-fn services(command: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(command)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/services.sh {command} failed");
-}
 
 /// How the link between the regions is cut (`LEDGER_REGION_CUT_MODE`): `stop` stops
 /// MirrorMaker, which then starts again from its committed positions (a JVM start-up
@@ -44,7 +32,7 @@ enum CutMode {
 
 impl CutMode {
     fn from_env() -> Self {
-        match var("LEDGER_REGION_CUT_MODE", "stop").as_str() {
+        match env_or("LEDGER_REGION_CUT_MODE", "stop").as_str() {
             "stop" => Self::Stop,
             "pause" => Self::Pause,
             other => panic!("LEDGER_REGION_CUT_MODE is `stop` or `pause`, not {other:?}"),
@@ -72,10 +60,6 @@ impl Drop for RestoreLink {
     }
 }
 
-fn var(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 /// The environment of one region: its cluster, its keyspace, its own topic and the
 /// other region's, as MirrorMaker names it. Both regions share one key directory
 /// (the API replicas of every region hold the same signing and MAC keys).
@@ -88,9 +72,9 @@ fn region_env(
 ) -> HashMap<String, String> {
     let mut env = test_env(keys);
     let brokers = if region == EAST {
-        var("LEDGER_KAFKA_BROKERS", "127.0.0.1:9092")
+        env_or("LEDGER_KAFKA_BROKERS", "127.0.0.1:9092")
     } else {
-        var("LEDGER_WEST_KAFKA_BROKERS", "127.0.0.1:9192")
+        env_or("LEDGER_WEST_KAFKA_BROKERS", "127.0.0.1:9192")
     };
     let topic = format!("regional-{unique}");
     env.extend([
@@ -99,7 +83,7 @@ fn region_env(
         ("LEDGER_KAFKA_BROKERS".into(), brokers),
         (
             "LEDGER_SCYLLA_NODES".into(),
-            var("LEDGER_SCYLLA_NODES", "127.0.0.1:9042"),
+            env_or("LEDGER_SCYLLA_NODES", "127.0.0.1:9042"),
         ),
         ("LEDGER_KAFKA_TOPIC".into(), topic.clone()),
         (
@@ -304,7 +288,7 @@ async fn link_cut(east: &Region, west: &Region) {
     }
     // A longer cut (`LEDGER_REGION_CUT`, e.g. 60s from `scripts/bench.sh --regions`):
     // traffic in both regions until it is over.
-    let cut: Duration = humantime::parse_duration(&var("LEDGER_REGION_CUT", "0s")).unwrap();
+    let cut: Duration = humantime::parse_duration(&env_or("LEDGER_REGION_CUT", "0s")).unwrap();
     let mut i = 0;
     while cut_at.elapsed() < cut {
         let region = if i % 2 == 0 { east } else { west };
@@ -379,7 +363,7 @@ async fn link_cut(east: &Region, west: &Region) {
 /// (`LEDGER_REGION_SAMPLES`, default 20; `scripts/bench.sh --regions` asks for more).
 /// Prints the spread; the only bound asserted is the generous one of `await_active`.
 async fn propagation_samples(east: &Region, west: &Region) {
-    let n: usize = var("LEDGER_REGION_SAMPLES", "20").parse().unwrap();
+    let n: usize = env_or("LEDGER_REGION_SAMPLES", "20").parse().unwrap();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let login = east.app.login(&format!("sample{i}")).await;

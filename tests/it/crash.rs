@@ -290,7 +290,7 @@ async fn projector_killed_after_the_store_write_before_the_commit_converges_on_t
     }
 
     // This projector aborts right after the store acknowledged its first batch.
-    let mut crashing = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+    let mut crashing = std::process::Command::new(crate::helpers::ledger_bin())
         .arg("projector")
         .envs(&env)
         .env("LEDGER_FAILPOINT", "abort-before-commit")

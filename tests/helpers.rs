@@ -1,4 +1,10 @@
+//! The harness the behaviour tests share: the service in-process on port 0
+//! (`spawn_app`), the real binary as child processes (`Process`, `run_tool`), and the
+//! backing services of `scripts/services.sh`.
+
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
@@ -10,6 +16,7 @@ pub const LOGIN_TOKEN: &str = "test-login-token-0123456789";
 /// A resource server's credential (one of `LEDGER_INTROSPECT_TOKENS`).
 pub const INTROSPECT_TOKEN: &str = "test-introspect-token-0123456789";
 
+#[derive(Debug)]
 pub struct TestApp {
     pub api: String,
     pub validator: String,
@@ -36,9 +43,122 @@ pub fn test_env(dir: &std::path::Path) -> HashMap<String, String> {
     ])
 }
 
+/// The workspace's root directory (where `scripts/` and `docs/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace root")
+        .to_owned()
+}
+
+/// The variable `name` from the test's environment, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The `session-ledger` binary of the build these tests belong to:
+/// `target/<profile>/session-ledger`, beside the `deps/` directory that holds the
+/// test binary (where cargo puts a package's binaries). `cargo test --workspace`
+/// builds it with everything else (`session-ledger` has a test of its own that runs
+/// it); when it is missing, as after `cargo test -p ledger-tests` on a fresh target
+/// directory, it is built here, once per test binary, with the same profile.
+pub fn ledger_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let test_exe = std::env::current_exe().expect("the test binary knows its path");
+        let mut dir = test_exe
+            .parent()
+            .expect("the test binary sits in a directory")
+            .to_owned();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let bin = dir.join(format!("session-ledger{}", std::env::consts::EXE_SUFFIX));
+        if !bin.exists() {
+            build_ledger_bin(&dir);
+            assert!(
+                bin.exists(),
+                "cargo built session-ledger, but not at {}",
+                bin.display()
+            );
+        }
+        bin
+    })
+}
+
+/// `cargo build -p session-ledger --bin session-ledger` into the target directory
+/// and profile of `profile_dir` (`target/debug`, `target/release`, …).
+fn build_ledger_bin(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile directory sits in a target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "{} is missing: building it (profile {profile})",
+        profile_dir.join("session-ledger").display()
+    );
+    let mut build = std::process::Command::new(&cargo);
+    // What cargo set for this test binary (its package's name, manifest, …) is not the
+    // caller's environment: build scripts that watch such variables would run again,
+    // here and in the next outer build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_test = name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_for_the_test {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
+        .args(["build", "-p", "session-ledger", "--bin", "session-ledger"])
+        .args(["--profile", profile])
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "`cargo build -p session-ledger --bin session-ledger --profile {profile}` \
+             failed ({status}); the tests that run the binary need it"
+        ),
+        Err(err) => panic!(
+            "could not run {} to build session-ledger ({err}); build it first: \
+             cargo build -p session-ledger",
+            cargo.to_string_lossy()
+        ),
+    }
+}
+
+/// Runs `scripts/services.sh <command>` with the inherited environment: a private
+/// set of services in development (`LEDGER_SERVICES_HOME`, `LEDGER_CQL_PORT`, …), the
+/// default one in CI.
+pub fn services(command: &str) {
+    let script = workspace_root().join("scripts/services.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/services.sh {command} failed");
+}
+
 /// Runs `session-ledger <args>` (an auditor's tool) to completion: exit code, stdout.
 pub fn run_tool(env: &HashMap<String, String>, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+    let out = std::process::Command::new(ledger_bin())
         .args(args)
         .envs(env)
         .env("LEDGER_LOG", "warn")
@@ -91,16 +211,15 @@ pub fn backend_env(backend: Backend, dir: &std::path::Path) -> HashMap<String, S
     let mut env = test_env(dir);
     if backend == Backend::Kafka {
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_owned());
         env.extend([
             ("LEDGER_BACKEND".into(), "kafka".into()),
             (
                 "LEDGER_KAFKA_BROKERS".into(),
-                var("LEDGER_KAFKA_BROKERS", "127.0.0.1:9092"),
+                env_or("LEDGER_KAFKA_BROKERS", "127.0.0.1:9092"),
             ),
             (
                 "LEDGER_SCYLLA_NODES".into(),
-                var("LEDGER_SCYLLA_NODES", "127.0.0.1:9042"),
+                env_or("LEDGER_SCYLLA_NODES", "127.0.0.1:9042"),
             ),
             (
                 "LEDGER_KAFKA_TOPIC".into(),
@@ -298,12 +417,12 @@ pub fn str_field<'a>(v: &'a Value, name: &str) -> &'a str {
 }
 
 /// A `session-ledger` child process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
 pub struct Process {
     pub child: std::process::Child,
     pub api: Option<String>,
     pub validator: Option<String>,
     /// The status listener of `session-ledger projector` (read by the outage tests).
-    #[allow(dead_code)]
     pub projector: Option<String>,
 }
 
@@ -311,7 +430,7 @@ impl Process {
     /// Runs `session-ledger <command>` and waits until it printed `ready`.
     pub fn spawn(command: &str, env: &HashMap<String, String>, extra: &[(&str, &str)]) -> Process {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_session-ledger"))
+        let mut child = std::process::Command::new(ledger_bin())
             .arg(command)
             .env("LEDGER_LOG", "warn")
             .envs(env)
@@ -381,4 +500,12 @@ pub fn access_claims(access_token: &str) -> Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// The `jti` of an access token the service handed out.
+pub fn jti_of(access_token: &str) -> String {
+    access_claims(access_token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

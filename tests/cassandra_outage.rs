@@ -4,33 +4,17 @@
 //! binaries one at a time.
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
-#[path = "it/helpers.rs"]
-mod helpers;
-
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use helpers::{
-    Backend, INTROSPECT_TOKEN, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, run_tool,
+use ledger_tests::helpers::{
+    Backend, INTROSPECT_TOKEN, LOGIN_TOKEN, Process, TestApp, app_at, backend_env, jti_of,
+    run_tool, services,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn services(command: &str) {
-    // The inherited environment: a private set of services in development
-    // (LEDGER_SERVICES_HOME, LEDGER_CQL_PORT, …), the default one in CI.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(command)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/services.sh {command} failed");
-}
 
 /// Starts Cassandra again however the test ends, so later test binaries find it up.
 struct RestartCassandra;
@@ -61,13 +45,6 @@ struct Record {
     jtis: Vec<String>,
     /// 503 answers (each checked for `Retry-After` and the absence of tokens).
     unavailable: usize,
-}
-
-fn jti_of(access_token: &str) -> String {
-    crate::helpers::access_claims(access_token)["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// A 503 must say when to retry and carry no token; anything else but `expected` is a
