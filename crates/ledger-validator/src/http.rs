@@ -191,9 +191,13 @@ async fn revocation_stream(
             ApiError::invalid_request(e.to_string())
         }
         StreamError::Unsupported => ApiError::not_found(e.to_string()),
-        StreamError::Backend(e) => {
+        StreamError::Backend(e) if e.retryable() => {
             tracing::warn!(error = %e, "revocation stream: cannot open the log");
             ApiError::unavailable("the log cannot be read now")
+        }
+        StreamError::Backend(e) => {
+            tracing::error!(error = %e, "revocation stream: cannot open the log");
+            ApiError::server_error("the log cannot be read")
         }
     })?;
     let body = futures::stream::unfold(rx, |mut rx| async move {
