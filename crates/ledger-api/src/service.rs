@@ -1,7 +1,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::time::Duration;
 
