@@ -258,3 +258,67 @@ fn citations_are_found_in_comments_only() {
     assert_eq!(citations("/// fails closed (I7)"), ["I7"]);
     assert!(citations("let x = D4; // HS256, I/O, D3x").is_empty());
 }
+
+/// How Rust code reads the clock or draws randomness, directly or through the core's own
+/// constructors that do.
+const CLOCK_OR_RANDOMNESS: [&str; 11] = [
+    "SystemTime::now",
+    "Instant::now",
+    "now_v7",
+    "new_v4",
+    "rand::",
+    "thread_rng",
+    "OsRng",
+    "getrandom",
+    "Timestamp::now",
+    "EventId::random",
+    "SessionId::generate",
+];
+
+/// The rules are pure functions of their inputs (D7): nothing in `ledger-core` outside
+/// its tests reads the clock or draws randomness, except the constructors that do it for
+/// callers (`Timestamp::now`, `SessionId::generate`, `EventId::random`) and the test
+/// fixtures of `ledger_core::testing`. `decide`, `explain` and `backtest` take the
+/// instant and the event ids they need from their caller.
+#[test]
+fn the_core_reads_no_clock_and_draws_no_randomness() {
+    let src = workspace_root().join("crates/ledger-core/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = BTreeSet::new();
+    for file in files {
+        let name = file.strip_prefix(&src).unwrap().display().to_string();
+        if name.ends_with("tests.rs") || name == "testing.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Inline test modules close the files that have them.
+        let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap();
+            for token in CLOCK_OR_RANDOMNESS {
+                if line.contains(token) {
+                    found.insert(format!("{name}:{}: {token}", n + 1));
+                }
+            }
+        }
+    }
+    let constructors: BTreeSet<&str> = found
+        .iter()
+        .filter(|f| {
+            (f.starts_with("timestamp.rs:") && f.ends_with(": SystemTime::now"))
+                || (f.starts_with("ids.rs:") && f.ends_with(": now_v7"))
+        })
+        .map(String::as_str)
+        .collect();
+    // The check sees the code: the constructors themselves are found.
+    assert_eq!(constructors.len(), 3, "{found:#?}");
+    let elsewhere: Vec<&String> = found
+        .iter()
+        .filter(|f| !constructors.contains(f.as_str()))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "ledger-core reads the clock or draws randomness: {elsewhere:#?}"
+    );
+}

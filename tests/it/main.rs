@@ -15,6 +15,7 @@ mod shutdown;
 mod signout;
 mod skew;
 mod ssf;
+mod status;
 mod tamper;
 
 use ledger_tests::helpers;

@@ -96,6 +96,20 @@ async fn a_rotated_signing_key_reaches_a_running_validator() {
     remote
         .await_active(str_field(&before, "access_token"), true)
         .await;
+    // The refresher reports when it last read the keys, and that it reads them now.
+    let status: serde_json::Value = remote
+        .client
+        .get(format!("{}/v1/status", remote.validator))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwks = &status["jwks"];
+    assert!(jwks["refreshed"].as_u64().unwrap() >= 1, "{status}");
+    assert!(jwks["last_refreshed_at"].is_string(), "{status}");
+    assert!(jwks["last_error"].is_null(), "{status}");
     validator.kill();
     dev.kill();
 }

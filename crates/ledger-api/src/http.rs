@@ -50,6 +50,7 @@ impl From<SessionError> for ApiError {
             SessionError::InvalidGrant(m) => ApiError::invalid_grant(m),
             SessionError::NotFound => ApiError::not_found("unknown session"),
             SessionError::Unavailable(m) => ApiError::unavailable(m),
+            SessionError::Internal(m) => ApiError::server_error(m),
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::time::Duration;
 
@@ -59,12 +59,21 @@ pub enum SessionError {
     /// The log or store did not acknowledge; nothing was issued, retrying is safe.
     #[error("{0}")]
     Unavailable(String),
+    /// The log or store failed in a way a retry cannot fix (corrupt data, a refused
+    /// request); nothing was issued.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<BackendError> for SessionError {
     fn from(e: BackendError) -> Self {
-        tracing::warn!(error = %e, "backend call failed");
-        SessionError::Unavailable("the session log is unavailable, retry shortly".into())
+        if e.retryable() {
+            tracing::warn!(error = %e, "backend call failed");
+            SessionError::Unavailable("the session log is unavailable, retry shortly".into())
+        } else {
+            tracing::error!(error = %e, "backend call failed; a retry cannot help");
+            SessionError::Internal("the session log cannot serve this request".into())
+        }
     }
 }
 

@@ -39,8 +39,7 @@ pub fn revocation_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
         event_id: EventId::random(),
         schema_version: EVENT_SCHEMA_VERSION,
         session_id: Some(id),
-        subject: Subject::parse(subject)
-            .unwrap_or_else(|_| unreachable!("bench subjects are valid")),
+        subject: Subject::parse(subject).expect("bench subjects (`user-<n>`) are valid"),
         generation: Some(Generation::INITIAL),
         occurred_at: now,
         region: "bench".into(),
@@ -99,8 +98,7 @@ fn login_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
         event_id: EventId::random(),
         schema_version: EVENT_SCHEMA_VERSION,
         session_id: Some(id),
-        subject: Subject::parse(subject)
-            .unwrap_or_else(|_| unreachable!("bench subjects are valid")),
+        subject: Subject::parse(subject).expect("bench subjects (`user-<n>`) are valid"),
         generation: Some(Generation::INITIAL),
         occurred_at: now,
         region: "bench".into(),
@@ -296,7 +294,7 @@ pub fn mint(population: &Population, n: usize, threads: usize) -> Tokens {
                             };
                             let jti = SessionId::generate().to_string();
                             let sub = Subject::parse(subject(i))
-                                .unwrap_or_else(|_| unreachable!("bench subjects are valid"));
+                                .expect("bench subjects (`user-<n>`) are valid");
                             let token = issuer.mint(&MintAccess {
                                 subject: &sub,
                                 session_id: id,

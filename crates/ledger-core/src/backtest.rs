@@ -407,12 +407,14 @@ impl Family<'_> {
             presented,
             access_jti: String::new(),
         };
+        // A what-if decision: its events are never appended, so their id is derived
+        // from the question rather than drawn.
         let ctx = DecideContext {
             now: at,
             policy,
             region: "",
             trace_context: None,
-            event_id: EventId::random(),
+            event_id: EventId::derived(self.session_id, "backtest", presented),
         };
         match decide(Some(&state), None, command, &ctx) {
             Ok(events) => match events.first().map(|e| &e.kind) {

@@ -346,12 +346,14 @@ fn explain_refresh(
     policy: &Policy,
     at: Timestamp,
 ) -> Explanation {
+    // A what-if decision: its events are never appended, so their id is derived from
+    // the question, and the verdict depends on the log and the instant alone.
     let ctx = DecideContext {
         now: at,
         policy,
         region: "explain",
         trace_context: None,
-        event_id: EventId::random(),
+        event_id: EventId::derived(session_id, "explain", generation),
     };
     let command = Command::Refresh {
         session_id,

@@ -9,17 +9,84 @@ use async_trait::async_trait;
 use crate::seal::Seal;
 use crate::{Event, FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
 
-/// Errors from a backend, kept opaque to the domain: the caller can only retry later.
+/// The cause of a [`BackendError`]: the client library's error (or a message standing
+/// for one), kept so that logs and callers can walk the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors from a backend, kept opaque to the domain: the caller learns whether a retry
+/// can help ([`BackendError::retryable`]) and, through `source`, what the backend said.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The backend did not acknowledge in time or is unreachable; nothing was promised.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data could not be read back.
+    /// A retry can succeed.
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Stored data could not be read back. A retry reads the same bytes.
     #[error("corrupt record at {position}: {message}")]
-    Corrupt { position: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    Corrupt {
+        position: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A refused request, a misconfiguration, data that does not decode, a conflict or
+    /// a broken local task: the same call fails the same way until someone acts.
+    #[error("{message}")]
+    Other {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl BackendError {
+    /// The backend is unreachable or did not answer in time.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        BackendError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The record at `position` does not decode.
+    pub fn corrupt(position: impl Into<String>, message: impl Into<String>) -> Self {
+        BackendError::Corrupt {
+            position: position.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Anything a retry cannot fix.
+    pub fn other(message: impl Into<String>) -> Self {
+        BackendError::Other {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `cause`.
+    #[must_use]
+    pub fn with_source(mut self, cause: impl Into<BoxError>) -> Self {
+        let (BackendError::Unavailable { source, .. }
+        | BackendError::Corrupt { source, .. }
+        | BackendError::Other { source, .. }) = &mut self;
+        *source = Some(cause.into());
+        self
+    }
+
+    /// Whether the same call can succeed later without anyone acting: true for an
+    /// unreachable or slow backend, false for corrupt data and refused requests.
+    pub fn retryable(&self) -> bool {
+        match self {
+            BackendError::Unavailable { .. } => true,
+            BackendError::Corrupt { .. } | BackendError::Other { .. } => false,
+        }
+    }
 }
 
 /// A place in the log: a partition and an offset within it.
@@ -229,5 +296,37 @@ pub trait SsfStore: Send + Sync + std::fmt::Debug {
         _ttl: std::time::Duration,
     ) -> Result<bool, BackendError> {
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_backend_error_says_whether_a_retry_can_help_and_keeps_its_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+        let e = BackendError::unavailable("kafka: delivery: no answer").with_source(cause);
+        assert!(e.retryable());
+        assert_eq!(
+            e.to_string(),
+            "backend unavailable: kafka: delivery: no answer"
+        );
+        let source = e.source().unwrap();
+        assert_eq!(source.to_string(), "no answer");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+
+        let corrupt = BackendError::corrupt("offset 7", "expected value");
+        assert!(!corrupt.retryable());
+        assert_eq!(
+            corrupt.to_string(),
+            "corrupt record at offset 7: expected value"
+        );
+        let refused = BackendError::other("cql: schema: invalid");
+        assert!(!refused.retryable());
+        assert_eq!(refused.to_string(), "cql: schema: invalid");
+        assert!(refused.source().is_none());
     }
 }

@@ -113,18 +113,31 @@ struct Waiting {
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
+/// SQLite errors: a busy or locked database can succeed later; anything else (a full
+/// disk, a corrupt file, a refused statement) needs someone to act.
 fn backend(e: rusqlite::Error) -> BackendError {
-    BackendError::Other(format!("sqlite: {e}"))
+    let message = format!("sqlite: {e}");
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    let error = if busy {
+        BackendError::unavailable(message)
+    } else {
+        BackendError::other(message)
+    };
+    error.with_source(e)
 }
 
 impl Embedded {
     /// Opens (creating when absent) `<dir>/ledger.db`.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            BackendError::Other(format!(
+            BackendError::other(format!(
                 "cannot create data directory {}: {e}",
                 dir.display()
             ))
+            .with_source(e)
         })?;
         let path = dir.join("ledger.db");
         let writer = connect(&path)?;
@@ -198,13 +211,14 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, BackendError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BackendError::Other(format!("storage task failed: {e}")))?
+        .map_err(|e| BackendError::other(format!("storage task failed: {e}")).with_source(e))?
         .map_err(backend)
 }
 
 fn connect(path: &Path) -> Result<Connection, BackendError> {
-    let conn = Connection::open(path)
-        .map_err(|e| BackendError::Other(format!("cannot open {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(|e| {
+        BackendError::other(format!("cannot open {}: {e}", path.display())).with_source(e)
+    })?;
     // FULL: a transaction is on disk (fsync'd) when COMMIT returns, which is what
     // lets the API answer after `append` (I1).
     conn.execute_batch(
@@ -319,8 +333,8 @@ impl EventLog for Embedded {
         }
         outcome
             .await
-            .map_err(|_| BackendError::Other("the group commit stopped".into()))?
-            .map_err(BackendError::Other)
+            .map_err(|_| BackendError::other("the group commit stopped"))?
+            .map_err(BackendError::other)
     }
 }
 
@@ -439,7 +453,9 @@ impl EmbeddedReader {
             Some(p) if p.from == from && p.limit <= max => Some((
                 p.rows
                     .await
-                    .map_err(|e| BackendError::Other(format!("storage task failed: {e}")))?
+                    .map_err(|e| {
+                        BackendError::other(format!("storage task failed: {e}")).with_source(e)
+                    })?
                     .map_err(backend)?,
                 p.started,
             )),
@@ -476,9 +492,8 @@ impl EmbeddedReader {
         }
         rows.into_iter()
             .map(|(offset, body)| {
-                let event = Event::from_json(&body).map_err(|e| BackendError::Corrupt {
-                    position: format!("offset {offset}"),
-                    message: e.to_string(),
+                let event = Event::from_json(&body).map_err(|e| {
+                    BackendError::corrupt(format!("offset {offset}"), e.to_string()).with_source(e)
                 })?;
                 Ok(LogRecord {
                     position: Position {
@@ -680,9 +695,8 @@ impl HistorySource for Embedded {
             .await?;
         rows.into_iter()
             .map(|(offset, body)| {
-                Event::from_json(&body).map_err(|e| BackendError::Corrupt {
-                    position: format!("offset {offset}"),
-                    message: e.to_string(),
+                Event::from_json(&body).map_err(|e| {
+                    BackendError::corrupt(format!("offset {offset}"), e.to_string()).with_source(e)
                 })
             })
             .collect()
@@ -703,10 +717,8 @@ fn decode_or_corrupt<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> Result<T, BackendError> {
-    serde_json::from_slice(bytes).map_err(|e| BackendError::Corrupt {
-        position: what.to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| BackendError::corrupt(what.to_owned(), e.to_string()).with_source(e))
 }
 
 #[cfg(test)]
@@ -765,9 +777,9 @@ impl Embedded {
             .await?;
         rows.into_iter()
             .map(|(first, body)| {
-                Seal::from_json(&body).map_err(|e| BackendError::Corrupt {
-                    position: format!("seal from offset {first}"),
-                    message: e.to_string(),
+                Seal::from_json(&body).map_err(|e| {
+                    BackendError::corrupt(format!("seal from offset {first}"), e.to_string())
+                        .with_source(e)
                 })
             })
             .collect()

@@ -1,8 +1,8 @@
 //! The embedded store has no TTL: the [`Pruner`] reclaims expired projection rows now
 //! and then (D5), in the process that runs the projector.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger_core::Timestamp;
@@ -10,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Embedded;
 
-/// How the pruner is doing: rows reclaimed and failed passes since start.
+/// How the pruner is doing: rows reclaimed and failed passes since start, and the
+/// last pass that succeeded.
 #[derive(Debug, Default)]
 pub struct PrunerStatus {
     pruned: AtomicU64,
     failures: AtomicU64,
+    /// When the last good pass ran, and the rows it deleted.
+    last: Mutex<Option<(Timestamp, u64)>>,
 }
 
 impl PrunerStatus {
@@ -26,6 +29,25 @@ impl PrunerStatus {
     /// Passes that failed (the next pass tries again).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// When the last good pass ran, and the rows it deleted.
+    pub fn last_pass(&self) -> Option<(Timestamp, u64)> {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The pruner's part of the projector's `/v1/status`.
+    pub fn report(&self) -> serde_json::Value {
+        let last = self.last_pass();
+        serde_json::json!({
+            "pruned": self.pruned(),
+            "failures": self.failures(),
+            "last_pruned_at": last.map(|(at, _)| at),
+            "last_removed": last.map(|(_, removed)| removed),
+        })
     }
 }
 
@@ -61,9 +83,15 @@ impl Pruner {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.every) => {}
             }
-            match self.store.prune(Timestamp::now()).await {
+            let now = Timestamp::now();
+            match self.store.prune(now).await {
                 Ok(n) => {
                     self.status.pruned.fetch_add(n as u64, Ordering::Relaxed);
+                    *self
+                        .status
+                        .last
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((now, n as u64));
                     if n > 0 {
                         tracing::debug!(rows = n, "pruned expired projection rows");
                     }
@@ -111,5 +139,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((status.pruned(), status.failures()), (1, 0));
+        let report = status.report();
+        assert_eq!(report["pruned"], 1, "{report}");
+        assert_eq!(report["failures"], 0, "{report}");
+        assert!(report["last_pruned_at"].is_string(), "{report}");
+        assert!(report["last_removed"].is_u64(), "{report}");
     }
 }

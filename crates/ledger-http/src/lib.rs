@@ -78,6 +78,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", description)
     }
 
+    /// The backend refused in a way a retry cannot fix: nothing was promised, and no
+    /// `Retry-After` invites a client to try again.
+    pub fn server_error(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            description,
+        )
+    }
+
     /// The backend could not acknowledge: nothing was promised, retrying is safe.
     pub fn unavailable(description: impl Into<String>) -> Self {
         ApiError {

@@ -11,7 +11,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, http::header};
-pub use ledger_telemetry::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {

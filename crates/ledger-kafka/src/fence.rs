@@ -59,7 +59,7 @@ impl KafkaFence {
         let consumer: BaseConsumer<LogContext> = config
             .consumer_config(group)
             .create_with_context(LogContext)
-            .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+            .map_err(|e| BackendError::other(format!("kafka consumer: {e}")).with_source(e))?;
         let consumer = Arc::new(consumer);
         let (c, topic, timeout) = (
             consumer.clone(),

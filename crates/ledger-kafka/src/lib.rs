@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::future::join_all;
 use ledger_core::Event;
-use ledger_core::ports::{BackendError, EventLog, LogReader, LogSource, Position, StartFrom};
+use ledger_core::ports::{
+    BackendError, BoxError, EventLog, LogReader, LogSource, Position, StartFrom,
+};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -103,21 +105,19 @@ impl KafkaConfig {
 
     fn validate(&self) -> Result<(), BackendError> {
         if self.brokers.trim().is_empty() {
-            return Err(BackendError::Other(
-                "kafka brokers must not be empty".into(),
-            ));
+            return Err(BackendError::other("kafka brokers must not be empty"));
         }
         if self.topic.trim().is_empty() || self.remote_topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(BackendError::Other("kafka topic must not be empty".into()));
+            return Err(BackendError::other("kafka topic must not be empty"));
         }
         let topics = self.topics();
         if topics.len() >= LANES || (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
-            return Err(BackendError::Other(format!(
+            return Err(BackendError::other(format!(
                 "kafka topics must be distinct and fewer than {LANES} (got {topics:?})"
             )));
         }
         if self.partitions < 1 || self.replication_factor < 1 {
-            return Err(BackendError::Other(format!(
+            return Err(BackendError::other(format!(
                 "kafka topic needs at least one partition and one replica (got {} and {})",
                 self.partitions, self.replication_factor
             )));
@@ -127,13 +127,13 @@ impl KafkaConfig {
             .as_ref()
             .is_some_and(|id| id.trim().is_empty() || id.len() > 249)
         {
-            return Err(BackendError::Other(
-                "kafka group instance id must be 1 to 249 characters".into(),
+            return Err(BackendError::other(
+                "kafka group instance id must be 1 to 249 characters",
             ));
         }
         if self.delivery_timeout.is_zero() || self.operation_timeout.is_zero() {
-            return Err(BackendError::Other(
-                "kafka delivery and operation timeouts must be greater than zero".into(),
+            return Err(BackendError::other(
+                "kafka delivery and operation timeouts must be greater than zero",
             ));
         }
         Ok(())
@@ -267,8 +267,8 @@ impl std::fmt::Debug for KafkaLog {
     }
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Unavailable(format!("kafka: {what}: {e}"))
+fn unavailable(what: &str, e: impl Into<BoxError> + std::fmt::Display) -> BackendError {
+    BackendError::unavailable(format!("kafka: {what}: {e}")).with_source(e)
 }
 
 impl KafkaLog {
@@ -304,7 +304,7 @@ impl KafkaLog {
         let admin: AdminClient<LogContext> = config
             .admin_config()
             .create_with_context(LogContext)
-            .map_err(|e| BackendError::Other(format!("kafka admin client: {e}")))?;
+            .map_err(|e| BackendError::other(format!("kafka admin client: {e}")).with_source(e))?;
         // Remote topics too: MirrorMaker creates them on its first replication, but
         // readers must be able to start before that. Same partition count as the
         // topic appended to (every region's), so MirrorMaker's partition-for-partition
@@ -443,7 +443,7 @@ fn build_producer(config: &KafkaConfig) -> Result<FutureProducer<LogContext>, Ba
     config
         .producer_config()
         .create_with_context(LogContext)
-        .map_err(|e| BackendError::Other(format!("kafka producer: {e}")))
+        .map_err(|e| BackendError::other(format!("kafka producer: {e}")).with_source(e))
 }
 
 /// Runs a blocking librdkafka call off the async runtime.
@@ -452,7 +452,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, BackendError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BackendError::Other(format!("kafka task failed: {e}")))
+        .map_err(|e| BackendError::other(format!("kafka task failed: {e}")).with_source(e))
 }
 
 /// The partition ids of `topic` (blocking).
@@ -598,7 +598,7 @@ impl LogSource for KafkaLog {
             let consumer: BaseConsumer<LogContext> = config
                 .consumer_config(&group)
                 .create_with_context(LogContext)
-                .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+                .map_err(|e| BackendError::other(format!("kafka consumer: {e}")).with_source(e))?;
             let mut positions = Vec::new();
             for (lane, topic) in config.topics().into_iter().enumerate() {
                 let partitions =

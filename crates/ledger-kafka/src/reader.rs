@@ -103,7 +103,7 @@ impl KafkaReader {
             .create_with_context(ReaderContext {
                 group: group.clone(),
             })
-            .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+            .map_err(|e| BackendError::other(format!("kafka consumer: {e}")).with_source(e))?;
         // From here on, an early return drops the reader, which closes the consumer off
         // the runtime.
         let mut reader = KafkaReader {
@@ -190,7 +190,9 @@ impl KafkaReader {
             };
             let (topic, partition) = self.topic_partition(p)?;
             tpl.add_partition_offset(topic, partition, offset)
-                .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
+                .map_err(|e| {
+                    BackendError::other(format!("kafka assignment: {e}")).with_source(e)
+                })?;
             self.next.insert(p, next);
         }
         consumer
@@ -205,7 +207,7 @@ impl KafkaReader {
             .get(lane)
             .map(|t| (t.as_str(), partition))
             .ok_or_else(|| {
-                BackendError::Other(format!("kafka reader has no topic for partition {p}"))
+                BackendError::other(format!("kafka reader has no topic for partition {p}"))
             })
     }
 
@@ -229,16 +231,13 @@ impl KafkaReader {
     fn consumer(&self) -> Result<Arc<Kafka>, BackendError> {
         self.consumer
             .clone()
-            .ok_or_else(|| BackendError::Other("kafka reader is closed".into()))
+            .ok_or_else(|| BackendError::other("kafka reader is closed"))
     }
 
     fn stuck_error(&self) -> Option<BackendError> {
         self.stuck
             .as_ref()
-            .map(|(position, message)| BackendError::Corrupt {
-                position: position.clone(),
-                message: message.clone(),
-            })
+            .map(|(position, message)| BackendError::corrupt(position.clone(), message.clone()))
     }
 
     /// Decodes one record into `out`, or marks the reader stuck on it.
@@ -371,7 +370,7 @@ impl KafkaReader {
     fn broker_error(&self) -> Option<BackendError> {
         let cache = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = &cache.error {
-            return Some(unavailable("read", e));
+            return Some(unavailable("read", e.clone()));
         }
         let waiting = cache.refreshing?.elapsed();
         (waiting >= UNANSWERED).then(|| {
@@ -482,7 +481,7 @@ impl LogReader for KafkaReader {
             }
             let (topic, partition) = self.topic_partition(p)?;
             tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .map_err(|e| BackendError::Other(format!("kafka commit: {e}")))?;
+                .map_err(|e| BackendError::other(format!("kafka commit: {e}")).with_source(e))?;
             committing.push((p, offset));
         }
         if committing.is_empty() {

@@ -59,7 +59,7 @@ impl RevocationTopic {
         let admin: AdminClient<LogContext> = config
             .admin_config()
             .create_with_context(LogContext)
-            .map_err(|e| BackendError::Other(format!("kafka admin client: {e}")))?;
+            .map_err(|e| BackendError::other(format!("kafka admin client: {e}")).with_source(e))?;
         let mut topic = NewTopic::new(
             &config.topic,
             config.partitions,
@@ -90,7 +90,7 @@ impl RevocationTopic {
         let producer = config
             .producer_config()
             .create_with_context(LogContext)
-            .map_err(|e| BackendError::Other(format!("kafka producer: {e}")))?;
+            .map_err(|e| BackendError::other(format!("kafka producer: {e}")).with_source(e))?;
         Ok(RevocationTopic { config, producer })
     }
 
@@ -127,7 +127,7 @@ fn read_all(config: &KafkaConfig) -> Result<HashMap<String, RevocationRecord>, B
         .set("enable.partition.eof", "false");
     let consumer: BaseConsumer = c
         .create()
-        .map_err(|e| BackendError::Other(format!("kafka consumer: {e}")))?;
+        .map_err(|e| BackendError::other(format!("kafka consumer: {e}")).with_source(e))?;
     let timeout = config.operation_timeout;
     let partitions = topic_partitions(consumer.client(), &config.topic, timeout)?;
     let mut tpl = TopicPartitionList::new();
@@ -139,7 +139,9 @@ fn read_all(config: &KafkaConfig) -> Result<HashMap<String, RevocationRecord>, B
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(&config.topic, p, Offset::Beginning)
-                .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
+                .map_err(|e| {
+                    BackendError::other(format!("kafka assignment: {e}")).with_source(e)
+                })?;
         }
     }
     let mut out = HashMap::new();
@@ -148,7 +150,7 @@ fn read_all(config: &KafkaConfig) -> Result<HashMap<String, RevocationRecord>, B
     }
     consumer
         .assign(&tpl)
-        .map_err(|e| BackendError::Other(format!("kafka assignment: {e}")))?;
+        .map_err(|e| BackendError::other(format!("kafka assignment: {e}")).with_source(e))?;
     let deadline = std::time::Instant::now() + timeout * 6;
     while !ends.is_empty() {
         if std::time::Instant::now() > deadline {

@@ -225,10 +225,9 @@ impl Projector {
         reader: &mut dyn LogReader,
         written: &mut Written,
     ) -> Result<bool, BackendError> {
-        let stored = batch
-            .task
-            .await
-            .map_err(|e| BackendError::Other(format!("projector write task: {e}")))??;
+        let stored = batch.task.await.map_err(|e| {
+            BackendError::other(format!("projector write task: {e}")).with_source(e)
+        })??;
         let Some(stored) = stored else {
             return Ok(false);
         };

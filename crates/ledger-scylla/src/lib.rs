@@ -79,14 +79,14 @@ impl ScyllaConfig {
 
     fn validate(&self) -> Result<(), BackendError> {
         if self.nodes.is_empty() {
-            return Err(BackendError::Other("cql nodes must not be empty".into()));
+            return Err(BackendError::other("cql nodes must not be empty"));
         }
         let ks = &self.keyspace;
         let valid = ks.len() <= 48
             && ks.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(BackendError::Other(format!(
+            return Err(BackendError::other(format!(
                 "cql keyspace {ks:?} must be letters, digits and '_', start with a letter, at most 48 characters"
             )));
         }
@@ -141,7 +141,7 @@ impl ScyllaStore {
             .default_execution_profile_handle(profile.into_handle())
             .build()
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: connect: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: connect: {e}")).with_source(e))?;
         schema::migrate(&session, &config.keyspace, &config.replication).await?;
         let st = Statements::prepare(&session, &config.keyspace).await?;
         info!(keyspace = %config.keyspace, nodes = ?config.nodes, "cql store ready");
@@ -183,7 +183,7 @@ impl ScyllaStore {
             return Ok(());
         };
         let body = String::from_utf8(event.to_json())
-            .map_err(|e| BackendError::Other(format!("event json: {e}")))?;
+            .map_err(|e| BackendError::other(format!("event json: {e}")).with_source(e))?;
         let values = (
             *session_id.as_uuid(),
             event.occurred_at.unix_micros(),
@@ -220,10 +220,10 @@ impl ScyllaStore {
             .execute(what, statement, values)
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         let row = rows
             .maybe_first_row::<(String,)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         Ok(row.map(|(state,)| state))
     }
 
@@ -239,13 +239,13 @@ impl ScyllaStore {
             .session
             .execute_iter(statement.clone(), ())
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))?;
         let rows: Vec<(String,)> = pager
             .rows_stream::<(String,)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .try_collect()
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))?;
         rows.iter().map(|(state,)| decode(state, table)).collect()
     }
 
@@ -342,13 +342,14 @@ impl ScyllaStore {
             .execute(what, &self.inner.st.get_families, (ids,))
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         let rows = rows
             .rows::<(Uuid, String)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, state) = row.map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            let (id, state) =
+                row.map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
             out.push((id, decode(&state, &format!("families/{id}"))?));
         }
         Ok(out)
@@ -368,7 +369,7 @@ impl ScyllaStore {
             return Ok(None);
         };
         let body = String::from_utf8(event.to_json())
-            .map_err(|e| BackendError::Other(format!("event json: {e}")))?;
+            .map_err(|e| BackendError::other(format!("event json: {e}")).with_source(e))?;
         let id = *session_id.as_uuid();
         Ok(Some((
             id,
@@ -384,8 +385,9 @@ impl ScyllaStore {
 
     /// Writes rows of one family: a single statement, or an unlogged batch.
     async fn write_rows(&self, mut rows: Vec<Row>) -> Result<(), BackendError> {
-        if rows.len() == 1 {
-            let row = rows.pop().unwrap_or_else(|| unreachable!("one row"));
+        if rows.len() == 1
+            && let Some(row) = rows.pop()
+        {
             let statement = match &row {
                 Row::Family(_) => &self.inner.st.put_family,
                 Row::Event(_) => &self.inner.st.put_event,
@@ -504,7 +506,7 @@ async fn prepare(session: &Session, cql: String) -> Result<PreparedStatement, Ba
     let mut statement = session
         .prepare(cql)
         .await
-        .map_err(|e| BackendError::Unavailable(format!("cql: prepare: {e}")))?;
+        .map_err(|e| BackendError::unavailable(format!("cql: prepare: {e}")).with_source(e))?;
     statement.set_is_idempotent(true);
     Ok(statement)
 }
@@ -582,10 +584,8 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str, position: &str) -> Result<T, BackendError> {
-    serde_json::from_str(json).map_err(|e| BackendError::Corrupt {
-        position: position.to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(json)
+        .map_err(|e| BackendError::corrupt(position.to_owned(), e.to_string()).with_source(e))
 }
 
 /// Statements the database refused as invalid are bugs or misconfiguration
@@ -593,7 +593,7 @@ fn decode<T: serde::de::DeserializeOwned>(json: &str, position: &str) -> Result<
 /// connections, overload) can succeed later ([`BackendError::Unavailable`]).
 fn execution_error(what: &str, e: ExecutionError) -> BackendError {
     let message = format!("cql: {what}: {e}");
-    match &e {
+    let error = match &e {
         ExecutionError::BadQuery(_)
         | ExecutionError::LastAttemptError(RequestAttemptError::DbError(
             DbError::SyntaxError
@@ -603,9 +603,10 @@ fn execution_error(what: &str, e: ExecutionError) -> BackendError {
             | DbError::ConfigError
             | DbError::AlreadyExists { .. },
             _,
-        )) => BackendError::Other(message),
-        _ => BackendError::Unavailable(message),
-    }
+        )) => BackendError::other(message),
+        _ => BackendError::unavailable(message),
+    };
+    error.with_source(e)
 }
 
 #[async_trait]
@@ -691,16 +692,16 @@ impl HistorySource for ScyllaStore {
             .session
             .execute_iter(self.inner.st.family_events.clone(), (*id.as_uuid(),))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))?;
         // Clustered by (occurred_at, event_id): the family's events in order.
         pager
             .rows_stream::<(String,)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))
             .and_then(|(body,)| async move {
-                Event::from_json(body.as_bytes()).map_err(|e| BackendError::Corrupt {
-                    position: format!("family_events/{id}"),
-                    message: e.to_string(),
+                Event::from_json(body.as_bytes()).map_err(|e| {
+                    BackendError::corrupt(format!("family_events/{id}"), e.to_string())
+                        .with_source(e)
                 })
             })
             .try_collect()
@@ -712,11 +713,11 @@ impl HistorySource for ScyllaStore {
 impl SealStore for ScyllaStore {
     async fn put(&self, seal: &Seal) -> Result<(), BackendError> {
         let partition = i32::try_from(seal.partition).map_err(|_| {
-            BackendError::Other(format!("partition {} out of range", seal.partition))
+            BackendError::other(format!("partition {} out of range", seal.partition))
         })?;
         let (first, last) = seal.range();
         let offset = |o: u64| {
-            i64::try_from(o).map_err(|_| BackendError::Other(format!("offset {o} out of range")))
+            i64::try_from(o).map_err(|_| BackendError::other(format!("offset {o} out of range")))
         };
         let body = String::from_utf8_lossy(&seal.to_json()).into_owned();
         self.execute(
@@ -740,11 +741,11 @@ impl SealStore for ScyllaStore {
             .execute(what, &self.inner.st.seal_partitions, ())
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .rows::<(i32,)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .collect::<Result<_, _>>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         let mut newest = Vec::new();
         for (partition,) in partitions {
             if let Some(body) = self

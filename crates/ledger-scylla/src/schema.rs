@@ -177,14 +177,19 @@ async fn applied_versions(session: &Session, ks: &str) -> Result<BTreeSet<i32>, 
     let rows = session
         .query_unpaged(format!("SELECT version FROM {ks}.schema_version"), ())
         .await
-        .map_err(|e| BackendError::Unavailable(format!("cql: read schema version: {e}")))?
+        .map_err(|e| {
+            BackendError::unavailable(format!("cql: read schema version: {e}")).with_source(e)
+        })?
         .into_rows_result()
-        .map_err(|e| BackendError::Other(format!("cql: read schema version: {e}")))?;
+        .map_err(|e| {
+            BackendError::other(format!("cql: read schema version: {e}")).with_source(e)
+        })?;
     rows.rows::<(i32,)>()
-        .map_err(|e| BackendError::Other(format!("cql: read schema version: {e}")))?
+        .map_err(|e| BackendError::other(format!("cql: read schema version: {e}")).with_source(e))?
         .map(|r| {
-            r.map(|(v,)| v)
-                .map_err(|e| BackendError::Other(format!("cql: read schema version: {e}")))
+            r.map(|(v,)| v).map_err(|e| {
+                BackendError::other(format!("cql: read schema version: {e}")).with_source(e)
+            })
         })
         .collect()
 }
@@ -197,6 +202,10 @@ async fn run(session: &Session, cql: &str) -> Result<(), BackendError> {
         .map_err(|e| crate::execution_error("schema", e))
 }
 
-fn migration_error(ks: &str, version: i32, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Unavailable(format!("cql: record schema version {version} in {ks}: {e}"))
+fn migration_error<E>(ks: &str, version: i32, e: E) -> BackendError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    BackendError::unavailable(format!("cql: record schema version {version} in {ks}: {e}"))
+        .with_source(e)
 }

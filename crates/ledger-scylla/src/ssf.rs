@@ -238,15 +238,15 @@ impl ScyllaStore {
             .execute(what, statement, values)
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         let row: Row = rows
             .first_row()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         row.columns
             .first()
             .and_then(|c| c.as_ref())
             .and_then(|v| v.as_boolean())
-            .ok_or_else(|| BackendError::Other(format!("cql: {what}: no [applied] column")))
+            .ok_or_else(|| BackendError::other(format!("cql: {what}: no [applied] column")))
     }
 
     async fn claim_of(&self, stream_id: &str, jti: &str) -> Result<Option<Claim>, BackendError> {
@@ -255,11 +255,11 @@ impl ScyllaStore {
             .execute(what, &self.ssf().get_jti, (stream_id, bucket(jti), jti))
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         type Columns = (Option<i64>, Option<i64>, Option<String>, Option<bool>);
         let Some((seq, written_at, body, acked)) = rows
             .maybe_first_row::<Columns>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
         else {
             return Ok(None);
         };
@@ -278,10 +278,10 @@ impl ScyllaStore {
                 body: None,
                 acked: true,
             })),
-            _ => Err(BackendError::Corrupt {
-                position: format!("ssf_jtis/{stream_id}/{jti}"),
-                message: "claim without a sequence number".into(),
-            }),
+            _ => Err(BackendError::corrupt(
+                format!("ssf_jtis/{stream_id}/{jti}"),
+                "claim without a sequence number",
+            )),
         }
     }
 
@@ -289,16 +289,16 @@ impl ScyllaStore {
     /// compare-and-set on `ssf_sequences`, retried while other enqueues win.
     async fn allocate(&self, stream_id: &str, n: usize) -> Result<i64, BackendError> {
         let n = i64::try_from(n)
-            .map_err(|_| BackendError::Other(format!("cannot queue {n} sets at once")))?;
+            .map_err(|_| BackendError::other(format!("cannot queue {n} sets at once")))?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let what = "read ssf sequence";
             let current = self
                 .execute(what, &self.ssf().get_sequence, (stream_id,))
                 .await?
                 .into_rows_result()
-                .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+                .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
                 .maybe_first_row::<(Option<i64>,)>()
-                .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+                .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
                 .and_then(|(next,)| next);
             let (applied, first) = match current {
                 None => (
@@ -324,7 +324,7 @@ impl ScyllaStore {
                 return Ok(first);
             }
         }
-        Err(BackendError::Unavailable(format!(
+        Err(BackendError::unavailable(format!(
             "cql: ssf sequence of stream {stream_id}: still contended after {MAX_CAS_ATTEMPTS} attempts"
         )))
     }
@@ -436,9 +436,9 @@ impl SsfStore for ScyllaStore {
             .execute(what, &self.ssf().get_stream, (stream_id,))
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .maybe_first_row::<(String, String, String)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         Ok(row.map(stored_stream))
     }
 
@@ -449,14 +449,14 @@ impl SsfStore for ScyllaStore {
             .session
             .execute_iter(self.ssf().scan_streams.clone(), ())
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))?;
         let mut streams: Vec<StoredStream> = pager
             .rows_stream::<(String, String, String)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .map_ok(stored_stream)
             .try_collect()
             .await
-            .map_err(|e| BackendError::Unavailable(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::unavailable(format!("cql: {what}: {e}")).with_source(e))?;
         streams.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
         Ok(streams)
     }
@@ -530,12 +530,12 @@ impl SsfStore for ScyllaStore {
             .execute(what, &self.ssf().pending, (stream_id, limit))
             .await?
             .into_rows_result()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?;
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?;
         rows.rows::<(i64, String, String)>()
-            .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))?
+            .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))?
             .map(|row| {
                 row.map(|(seq, jti, set)| QueuedSet { seq, jti, set })
-                    .map_err(|e| BackendError::Other(format!("cql: {what}: {e}")))
+                    .map_err(|e| BackendError::other(format!("cql: {what}: {e}")).with_source(e))
             })
             .collect()
     }

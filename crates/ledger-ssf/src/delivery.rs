@@ -382,11 +382,9 @@ impl Pusher {
         let Some(stored) = self.store.stream(stream_id).await? else {
             return Ok(None);
         };
-        let stream: Stream =
-            serde_json::from_str(&stored.config).map_err(|e| BackendError::Corrupt {
-                position: format!("ssf stream {stream_id}"),
-                message: e.to_string(),
-            })?;
+        let stream: Stream = serde_json::from_str(&stored.config).map_err(|e| {
+            BackendError::corrupt(format!("ssf stream {stream_id}"), e.to_string()).with_source(e)
+        })?;
         if !stream.is_push() {
             return Ok(None);
         }

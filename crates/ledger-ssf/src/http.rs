@@ -129,8 +129,13 @@ fn base_url(req: &HttpRequest) -> String {
     format!("{}://{}", info.scheme(), info.host())
 }
 
+/// 503 with `Retry-After` when a retry can help, 500 when it cannot.
 fn unavailable(e: BackendError) -> ApiError {
-    ApiError::unavailable(e.to_string())
+    if e.retryable() {
+        ApiError::unavailable(e.to_string())
+    } else {
+        ApiError::server_error(e.to_string())
+    }
 }
 
 async fn discovery(req: HttpRequest, state: web::Data<SsfState>) -> HttpResponse {
@@ -187,13 +192,8 @@ async fn owned_stream(
             "the stream belongs to another receiver",
         ));
     }
-    serde_json::from_str(&stored.config).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            format!("unreadable stream: {e}"),
-        )
-    })
+    serde_json::from_str(&stored.config)
+        .map_err(|e| ApiError::server_error(format!("unreadable stream: {e}")))
 }
 
 async fn save(state: &SsfState, receiver: &str, stream: &Stream) -> Result<(), ApiError> {

@@ -125,7 +125,7 @@ fn check_refresh(tokens: &RefreshTokens, token: &str) {
 
 fn refresh_tokens() -> RefreshTokens {
     RefreshTokens::new(vec![("k1".into(), [7; 32]), ("k2".into(), [9; 32])])
-        .unwrap_or_else(|| unreachable!("valid keys"))
+        .expect("two 32-byte keys with distinct ids are valid")
 }
 
 proptest! {

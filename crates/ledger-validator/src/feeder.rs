@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::LazyLock;
 
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{Gauge, IntCounter, IntGauge};
 
 use crate::RevocationView;

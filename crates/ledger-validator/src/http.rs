@@ -1,21 +1,21 @@
 //! The validator's listener: RFC 7662 introspection, revocation lookups and the
 //! revocation stream (Server-Sent Events, embedded backend).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger_core::{SessionId, Timestamp};
-use ledger_http::metrics::register;
 use ledger_http::{ApiError, Credentials, Form, Scope, no_store_json};
+use ledger_telemetry::metrics::register;
 use ledger_token::AccessClaims;
 use prometheus::{IntCounterVec, Opts};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use crate::stream::{RevocationStream, StreamError, StreamPosition};
-use crate::{Introspection, Introspector};
+use crate::{Introspection, Introspector, JwksStatus};
 
 static INTROSPECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(IntCounterVec::new(
@@ -35,6 +35,8 @@ pub struct ValidatorState {
     pub credentials: Credentials,
     /// `GET /v1/revocations/stream`.
     pub revocation_stream: StreamEndpoint,
+    /// The JWKS refresher's status, when the keys come from `LEDGER_JWKS_URL`.
+    pub jwks: Option<Arc<JwksStatus>>,
 }
 
 /// Whether this listener serves the revocation stream.
@@ -191,9 +193,13 @@ async fn revocation_stream(
             ApiError::invalid_request(e.to_string())
         }
         StreamError::Unsupported => ApiError::not_found(e.to_string()),
-        StreamError::Backend(e) => {
+        StreamError::Backend(e) if e.retryable() => {
             tracing::warn!(error = %e, "revocation stream: cannot open the log");
             ApiError::unavailable("the log cannot be read now")
+        }
+        StreamError::Backend(e) => {
+            tracing::error!(error = %e, "revocation stream: cannot open the log");
+            ApiError::server_error("the log cannot be read")
         }
     })?;
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -242,7 +248,7 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
         .iter()
         .map(|p| json!({ "partition": p.partition, "next_offset": p.offset }))
         .collect();
-    HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "bootstrapped": s.bootstrapped,
         "positions": positions,
         "lag": s.lag,
@@ -253,7 +259,11 @@ async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
         "tail_error": s.tail_error,
         "families": s.families,
         "subjects": s.subjects,
-    }))
+    });
+    if let Some(jwks) = &state.jwks {
+        body["jwks"] = jwks.report();
+    }
+    HttpResponse::Ok().json(body)
 }
 
 async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ledger_core::Timestamp;
 use ledger_token::{KeyError, VerificationKeys};
 use tokio_util::sync::CancellationToken;
 
@@ -90,13 +91,21 @@ impl Default for JwksConfig {
     }
 }
 
-/// How the refresher is doing: reads done and failed, and the last failure (cleared
-/// by the next good read).
+/// How the refresher is doing: reads done and failed, when the keys were last read,
+/// and the last failure (cleared by the next good read).
 #[derive(Debug, Default)]
 pub struct JwksStatus {
     refreshed: AtomicU64,
     failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last: Mutex<LastRead>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct LastRead {
+    /// The last good read.
+    at: Option<Timestamp>,
+    /// Why the last read failed, unless a read succeeded since.
+    error: Option<String>,
 }
 
 impl JwksStatus {
@@ -112,25 +121,48 @@ impl JwksStatus {
 
     /// Why the last read failed, unless a read succeeded since.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
+        self.last().error
+    }
+
+    /// When the keys were last read.
+    pub fn last_refreshed_at(&self) -> Option<Timestamp> {
+        self.last().at
+    }
+
+    /// The refresher's part of the validator's `/v1/status`.
+    pub fn report(&self) -> serde_json::Value {
+        let last = self.last();
+        serde_json::json!({
+            "refreshed": self.refreshed(),
+            "failed": self.failed(),
+            "last_refreshed_at": last.at,
+            "last_error": last.error,
+        })
+    }
+
+    fn last(&self) -> LastRead {
+        self.last
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    fn record(&self, result: Result<(), &JwksError>) {
+    fn record(&self, result: Result<(), &JwksError>, now: Timestamp) {
         let mut last = self
-            .last_error
+            .last
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match result {
             Ok(()) => {
                 self.refreshed.fetch_add(1, Ordering::Relaxed);
-                *last = None;
+                *last = LastRead {
+                    at: Some(now),
+                    error: None,
+                };
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                *last = Some(e.to_string());
+                last.error = Some(e.to_string());
             }
         }
     }
@@ -194,13 +226,13 @@ impl JwksRefresher {
             }
             match fetch(url).await {
                 Ok(keys) => {
-                    self.status.record(Ok(()));
+                    self.status.record(Ok(()), Timestamp::now());
                     if self.introspector.set_keys(keys) {
                         tracing::info!(%url, "verification keys changed");
                     }
                 }
                 Err(e) => {
-                    self.status.record(Err(&e));
+                    self.status.record(Err(&e), Timestamp::now());
                     tracing::warn!(error = %e, %url, "jwks refresh failed; keeping the keys in use");
                 }
             }
@@ -300,5 +332,27 @@ mod tests {
         .await;
         let err = fetch(&format!("{base}/jwks.json")).await.unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    #[test]
+    fn the_status_keeps_the_last_good_read_through_a_failure_and_clears_the_error() {
+        let status = JwksStatus::default();
+        let at = Timestamp::from_unix_seconds(1_700_000_000);
+        status.record(Ok(()), at);
+        status.record(
+            Err(&JwksError::Status(reqwest::StatusCode::BAD_GATEWAY)),
+            Timestamp::from_unix_seconds(1_700_000_030),
+        );
+        let report = status.report();
+        assert_eq!(report["refreshed"], 1, "{report}");
+        assert_eq!(report["failed"], 1, "{report}");
+        assert_eq!(status.last_refreshed_at(), Some(at));
+        assert_eq!(report["last_error"], "the jwks answered 502 Bad Gateway");
+        status.record(Ok(()), Timestamp::from_unix_seconds(1_700_000_060));
+        assert_eq!(status.last_error(), None);
+        assert_eq!(
+            status.last_refreshed_at(),
+            Some(Timestamp::from_unix_seconds(1_700_000_060))
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use ledger_core::ports::{BackendError, LogReader, LogSource, Position, StartFrom};
 use ledger_core::{RevocationRecord, Timestamp};
-use ledger_http::metrics::register;
+use ledger_telemetry::metrics::register;
 use prometheus::{IntGauge, Opts};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -171,10 +171,23 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             let token = shutdown.clone();
             tasks.spawn(async move { sealer.run(token).await.context("sealer") });
         }
+        // The embedded store has no TTL: the projector's process prunes it.
+        let pruner = ports.embedded.clone().map(|store| {
+            let pruner =
+                ledger_embedded::Pruner::new(store, ledger_embedded::Pruner::DEFAULT_EVERY);
+            let status = pruner.status();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                pruner.run(token).await;
+                Ok(())
+            });
+            status
+        });
         // A process running only the projector still has probes and metrics.
         if !roles.api && !roles.validator {
             let server = HttpServer::new(move || {
                 let (stats, sealer) = (stats.clone(), sealer_health.clone());
+                let pruner = pruner.clone();
                 let sealer_ready = sealer.clone();
                 App::new()
                     .route("/metrics", web::get().to(ledger_http::metrics::handler))
@@ -190,7 +203,10 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                         "/v1/status",
                         web::get().to(move || {
                             let (stats, sealer) = (stats.clone(), sealer.clone());
-                            async move { projector_status(&stats, sealer.as_deref()) }
+                            let pruner = pruner.clone();
+                            async move {
+                                projector_status(&stats, sealer.as_deref(), pruner.as_deref())
+                            }
                         }),
                     )
                     .default_service(web::to(ledger_http::not_found))
@@ -205,14 +221,6 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             tracing::info!(%addr, "projector status listening");
             running.projector_addr = Some(addr);
         }
-    }
-    if let (true, Some(store)) = (roles.projector, ports.embedded.clone()) {
-        let pruner = ledger_embedded::Pruner::new(store, ledger_embedded::Pruner::DEFAULT_EVERY);
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            pruner.run(token).await;
-            Ok(())
-        });
     }
 
     if roles.api {
@@ -316,14 +324,16 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             ),
             view,
         );
-        if let Some(url) = settings.jwks_url.clone() {
+        let jwks = settings.jwks_url.clone().map(|url| {
             let refresher = JwksRefresher::new(url, introspector.clone(), JwksConfig::default());
+            let status = refresher.status();
             let token = shutdown.clone();
             tasks.spawn(async move {
                 refresher.run(token).await;
                 Ok(())
             });
-        }
+            status
+        });
         let revocation_stream = match &settings.backend {
             Backend::Embedded => StreamEndpoint::Served(RevocationStream::new(
                 ports.source.clone(),
@@ -341,6 +351,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             introspector,
             credentials,
             revocation_stream,
+            jwks,
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -469,6 +480,7 @@ fn first_addr(addrs: &[SocketAddr], name: &str) -> anyhow::Result<SocketAddr> {
 fn projector_status(
     stats: &ledger_projector::ProjectorStats,
     sealer: Option<&ledger_projector::SealerHealth>,
+    pruner: Option<&ledger_embedded::PrunerStatus>,
 ) -> actix_web::HttpResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let lag = stats.lag.load(Relaxed);
@@ -483,14 +495,18 @@ fn projector_status(
     } else {
         actix_web::HttpResponse::Ok()
     };
-    response.json(serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": refused.is_none(),
         "events_applied": stats.events_applied.load(Relaxed),
         "batches_written": stats.batches_written.load(Relaxed),
         "backend_errors": stats.write_errors.load(Relaxed),
         "lag": (lag != u64::MAX).then_some(lag),
         "sealer": sealer,
-    }))
+    });
+    if let Some(pruner) = pruner {
+        body["pruner"] = pruner.report();
+    }
+    response.json(body)
 }
 
 fn projector_ready(sealer_refused: Option<String>) -> actix_web::HttpResponse {

@@ -12,18 +12,23 @@ use ledger_core::{Event, Policy};
 use ledger_embedded::Embedded;
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 
-/// The embedded log, which can be told to stop acknowledging appends.
+/// The embedded log, which can be told to stop acknowledging appends (`down`: a
+/// retry can help) or to refuse them (`refusing`: it cannot).
 #[derive(Debug)]
 struct Log {
     inner: Embedded,
     down: AtomicBool,
+    refusing: AtomicBool,
 }
 
 #[async_trait]
 impl EventLog for Log {
     async fn append(&self, events: &[Event]) -> Result<(), BackendError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable("the log is down".into()));
+            return Err(BackendError::unavailable("the log is down"));
+        }
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(BackendError::other("the log refuses the record"));
         }
         self.inner.append(events).await
     }
@@ -51,6 +56,7 @@ impl Fixture {
         let log = Arc::new(Log {
             inner: store.clone(),
             down: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
         });
         let store = Arc::new(store);
         let service = SessionService::new(
@@ -206,6 +212,27 @@ async fn no_token_without_an_acknowledged_event() {
         .await
         .unwrap();
     assert_ne!(next.refresh_token, login.refresh_token);
+}
+
+#[tokio::test]
+async fn a_refusal_no_retry_can_fix_is_not_unavailable_and_issues_nothing() {
+    let app = Fixture::new(policy(Duration::from_secs(60)));
+    let login = app.login("heidi").await;
+    let before = app.appended();
+    app.log.refusing.store(true, Ordering::SeqCst);
+    let request = OpenSession {
+        subject: "ivan".into(),
+        ..OpenSession::default()
+    };
+    assert!(matches!(
+        app.service.open(request, None).await,
+        Err(SessionError::Internal(_))
+    ));
+    assert!(matches!(
+        app.service.refresh(&login.refresh_token, None).await,
+        Err(SessionError::Internal(_))
+    ));
+    assert_eq!(app.appended(), before);
 }
 
 #[tokio::test]

@@ -468,7 +468,7 @@ async fn append_to_an_unreachable_broker_fails_promptly() {
     let started = Instant::now();
     let connected = KafkaLog::connect(config.clone()).await;
     assert!(
-        matches!(connected, Err(BackendError::Unavailable(_))),
+        matches!(connected, Err(BackendError::Unavailable { .. })),
         "{connected:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -478,7 +478,7 @@ async fn append_to_an_unreachable_broker_fails_promptly() {
     let appended = log.append(&histories(1, None)).await;
     let took = started.elapsed();
     match appended {
-        Err(BackendError::Unavailable(message)) => {
+        Err(BackendError::Unavailable { message, .. }) => {
             assert!(message.contains("timed out"), "{message}");
         }
         other => panic!("expected unavailable, got {other:?}"),

@@ -382,7 +382,7 @@ async fn an_unreachable_database_is_unavailable() {
     let started = Instant::now();
     let connected = ScyllaStore::connect(config).await;
     assert!(
-        matches!(connected, Err(BackendError::Unavailable(_))),
+        matches!(connected, Err(BackendError::Unavailable { .. })),
         "{connected:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
