@@ -22,7 +22,9 @@ use ledger_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
+mod current;
 mod pruner;
+pub use current::CurrentProjection;
 pub use pruner::{Pruner, PrunerStatus};
 
 const SCHEMA: &str = "
@@ -167,6 +169,88 @@ impl Embedded {
     /// The offset of the newest event (0 when the log is empty).
     pub fn last_offset(&self) -> i64 {
         *self.inner.appended.borrow()
+    }
+
+    /// A family as of the end of the log: what `group` (the projector) stored,
+    /// joined with the family's events from its checkpoint on, which it has not
+    /// stored yet (all of them after a crash that left it behind).
+    pub async fn current_family(
+        &self,
+        group: &str,
+        id: SessionId,
+    ) -> Result<Option<FamilyState>, BackendError> {
+        let now = Timestamp::now();
+        let (group, key) = (group.to_owned(), id.to_string());
+        let (stored, tail) = self
+            .read(move |c| {
+                // The checkpoint first: the rows read after it hold at least what the
+                // projector had stored when it committed it.
+                let next = checkpoint(c, &group)?;
+                let stored: Option<Vec<u8>> = c
+                    .query_row(
+                        "SELECT state FROM families WHERE session_id = ?1",
+                        [&key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let tail = events_from(
+                    c,
+                    "SELECT offset, body FROM events
+                     WHERE session_id = ?1 AND offset >= ?2 ORDER BY offset",
+                    &key,
+                    next,
+                )?;
+                Ok((stored, tail))
+            })
+            .await?;
+        let mut projection = Projection::new();
+        if let Some(stored) = stored {
+            projection.merge_family(&decode_or_corrupt(&stored, &id.to_string())?);
+        }
+        fold_rows(&mut projection, tail)?;
+        Ok(projection
+            .family(&id)
+            .filter(|f| f.retain_until > now)
+            .cloned())
+    }
+
+    /// A subject's revocation as of the end of the log, as [`Embedded::current_family`].
+    pub async fn current_subject_revocation(
+        &self,
+        group: &str,
+        subject: &Subject,
+    ) -> Result<Option<SubjectRevocation>, BackendError> {
+        let now = Timestamp::now();
+        let (group, key) = (group.to_owned(), subject.as_str().to_owned());
+        let (stored, tail) = self
+            .read(move |c| {
+                let next = checkpoint(c, &group)?;
+                let stored: Option<Vec<u8>> = c
+                    .query_row(
+                        "SELECT state FROM subjects WHERE subject = ?1",
+                        [&key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let tail = events_from(
+                    c,
+                    "SELECT offset, body FROM events
+                     WHERE subject = ?1 AND offset >= ?2 ORDER BY offset",
+                    &key,
+                    next,
+                )?;
+                Ok((stored, tail))
+            })
+            .await?;
+        let mut projection = Projection::new();
+        if let Some(stored) = stored {
+            projection.merge_subject(&decode_or_corrupt(&stored, subject.as_str())?);
+        }
+        fold_rows(&mut projection, tail)?;
+        Ok(projection
+            .subject_revocation(subject)
+            .filter(|s| s.keep_until > now)
+            .cloned())
     }
 
     /// Deletes projection rows past their retention (the CQL store does this by TTL).
@@ -701,6 +785,40 @@ impl HistorySource for Embedded {
             })
             .collect()
     }
+}
+
+/// Where `group` will read next (0 when it has committed nothing).
+fn checkpoint(c: &Connection, group: &str) -> rusqlite::Result<i64> {
+    Ok(c.query_row(
+        "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
+        [group],
+        |r| r.get(0),
+    )
+    .optional()?
+    .unwrap_or(0))
+}
+
+/// The `(offset, body)` rows `sql` selects for `key` from offset `from` on.
+fn events_from(
+    c: &Connection,
+    sql: &str,
+    key: &str,
+    from: i64,
+) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+    let mut q = c.prepare_cached(sql)?;
+    q.query_map(params![key, from], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Folds event rows into `projection`.
+fn fold_rows(projection: &mut Projection, rows: Vec<(i64, Vec<u8>)>) -> Result<(), BackendError> {
+    for (offset, body) in rows {
+        let event = Event::from_json(&body).map_err(|e| {
+            BackendError::corrupt(format!("offset {offset}"), e.to_string()).with_source(e)
+        })?;
+        projection.apply(&event);
+    }
+    Ok(())
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

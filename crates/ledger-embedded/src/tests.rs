@@ -192,3 +192,40 @@ async fn concurrent_appends_are_group_committed_each_whole_and_in_order() {
         at += append.len();
     }
 }
+
+/// The projector stored the login and committed past it; the signout after it is in
+/// the log only (the projector crashed). The store says live, the log's end revoked.
+#[tokio::test]
+async fn the_current_projection_joins_the_store_with_the_unprojected_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    let (id, events) = history(Timestamp::now());
+    let subject = Subject::parse("alice").unwrap();
+    log.append(&events).await.unwrap();
+    let mut reader = log
+        .reader(StartFrom::Committed { group: "p".into() })
+        .await
+        .unwrap();
+    let batch = reader.poll(1, Duration::ZERO).await.unwrap();
+    let mut p = Projection::new();
+    p.apply(&batch[0].event);
+    ProjectionStore::write(&log, &p).await.unwrap();
+    reader.commit(&reader.positions()).await.unwrap();
+
+    let stored = log.family(id).await.unwrap().unwrap();
+    assert!(stored.revoked.is_none());
+    let current = CurrentProjection::new(log.clone(), "p");
+    let family = current.family(id).await.unwrap().unwrap();
+    assert!(family.revoked.is_some(), "{family:?}");
+    // A group that committed nothing folds every event of the family.
+    let from_scratch = log.current_family("another", id).await.unwrap().unwrap();
+    assert_eq!(from_scratch, family);
+    // Nothing revoked the subject as a whole.
+    assert!(
+        current
+            .subject_revocation(&subject)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -233,9 +233,18 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             &settings.audience,
             settings.policy.clock_leeway,
         );
+        // On the embedded backend the API decides on the log's end, not on what the
+        // projector has stored so far (which lags it after a crash).
+        let store: Arc<dyn ProjectionStore> = match &ports.embedded {
+            Some(embedded) => Arc::new(ledger_embedded::CurrentProjection::new(
+                embedded.clone(),
+                projector_group(&settings),
+            )),
+            None => ports.store.clone(),
+        };
         let mut service = SessionService::new(
             ports.log.clone(),
-            ports.store.clone(),
+            store,
             ports.history.clone(),
             AccessTokenIssuer::new(signing, &settings.issuer, &settings.audience),
             access_validator,

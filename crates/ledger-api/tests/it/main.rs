@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ledger_api::{OpenSession, ServiceConfig, SessionError, SessionService};
 use ledger_core::ports::{BackendError, EventLog};
 use ledger_core::{Event, Policy};
-use ledger_embedded::Embedded;
+use ledger_embedded::{CurrentProjection, Embedded};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 
 /// The embedded log, which can be told to stop acknowledging appends (`down`: a
@@ -37,47 +37,35 @@ impl EventLog for Log {
 struct Fixture {
     service: Arc<SessionService>,
     log: Arc<Log>,
-    _dir: tempfile::TempDir,
+    policy: Policy,
+    dir: tempfile::TempDir,
 }
+
+/// The projector's consumer group; no projector runs in these tests, so the store
+/// holds nothing the service did not read from the log itself.
+const PROJECTOR: &str = "projector";
 
 impl Fixture {
     fn new(policy: Policy) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Embedded::open(&dir.path().join("data")).unwrap();
-        let (signing, refresh_tokens) = KeyDir::new(dir.path().join("keys"))
-            .load_or_create()
-            .unwrap();
-        let validator = AccessTokenValidator::new(
-            signing.verification_keys(),
-            "issuer",
-            "audience",
-            policy.clock_leeway,
-        );
         let log = Arc::new(Log {
-            inner: store.clone(),
+            inner: Embedded::open(&dir.path().join("data")).unwrap(),
             down: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
         });
-        let store = Arc::new(store);
-        let service = SessionService::new(
-            log.clone(),
-            store.clone(),
-            store,
-            AccessTokenIssuer::new(signing, "issuer", "audience"),
-            validator,
-            refresh_tokens,
-            ServiceConfig {
-                policy,
-                region: "test".into(),
-                read_your_writes: Duration::from_secs(60),
-                abort_after_append: false,
-            },
-        );
+        let service = Arc::new(service_over(&dir, &log, &policy));
         Fixture {
-            service: Arc::new(service),
+            service,
             log,
-            _dir: dir,
+            policy,
+            dir,
         }
+    }
+
+    /// Another service over the same log, keys and store, as after the process was
+    /// killed and started again: nothing of the first one's memory.
+    fn restarted(&self) -> SessionService {
+        service_over(&self.dir, &self.log, &self.policy)
     }
 
     fn appended(&self) -> i64 {
@@ -91,6 +79,33 @@ impl Fixture {
         };
         self.service.open(request, None).await.unwrap()
     }
+}
+
+/// A `SessionService` wired as the binary wires it on the embedded backend.
+fn service_over(dir: &tempfile::TempDir, log: &Arc<Log>, policy: &Policy) -> SessionService {
+    let (signing, refresh_tokens) = KeyDir::new(dir.path().join("keys"))
+        .load_or_create()
+        .unwrap();
+    let validator = AccessTokenValidator::new(
+        signing.verification_keys(),
+        "issuer",
+        "audience",
+        policy.clock_leeway,
+    );
+    SessionService::new(
+        log.clone(),
+        Arc::new(CurrentProjection::new(log.inner.clone(), PROJECTOR)),
+        Arc::new(log.inner.clone()),
+        AccessTokenIssuer::new(signing, "issuer", "audience"),
+        validator,
+        refresh_tokens,
+        ServiceConfig {
+            policy: policy.clone(),
+            region: "test".into(),
+            read_your_writes: Duration::from_secs(60),
+            abort_after_append: false,
+        },
+    )
 }
 
 fn policy(grace: Duration) -> Policy {
@@ -161,6 +176,27 @@ async fn reuse_after_grace_revokes_the_family() {
     let view = app.service.session(login.session_id).await.unwrap();
     let revocation = view.state.revoked.unwrap();
     assert_eq!(revocation.reason.as_str(), "reuse_detected");
+}
+
+/// A signout acknowledged just before a crash is in the log only (no projector has
+/// stored it): the restarted service refuses the family's refresh tokens all the same,
+/// and still rotates a live family it has never seen.
+#[tokio::test]
+async fn after_a_restart_a_signout_the_store_lacks_is_enforced() {
+    let app = Fixture::new(policy(Duration::from_secs(60)));
+    let dead = app.login("erin").await;
+    let live = app.login("frank").await;
+    app.service
+        .revoke_token(&dead.refresh_token, None, None)
+        .await
+        .unwrap();
+
+    let restarted = app.restarted();
+    assert!(is_invalid_grant(
+        &restarted.refresh(&dead.refresh_token, None).await
+    ));
+    let next = restarted.refresh(&live.refresh_token, None).await.unwrap();
+    assert_eq!(next.session_id, live.session_id);
 }
 
 #[tokio::test]
