@@ -121,7 +121,9 @@ async fn a_console_consumer_reads_exactly_the_revocations_in_force() {
         let (records, state) = tokio::task::spawn_blocking(move || console_consume(&t))
             .await
             .unwrap();
-        if state.is_empty() {
+        // Nothing read at all is a consumer that gave up before its first fetch (its
+        // 4 s idle timeout, on a loaded machine), not an empty topic: read again.
+        if state.is_empty() && records > 0 {
             assert!(
                 records >= 4,
                 "two records and two tombstones, read {records}"
