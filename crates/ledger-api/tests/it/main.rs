@@ -12,6 +12,8 @@ use ledger_core::{Event, Policy};
 use ledger_embedded::Embedded;
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 
+mod view;
+
 /// The embedded log, which can be told to stop acknowledging appends.
 #[derive(Debug)]
 struct Log {
