@@ -52,9 +52,11 @@ static REFRESH_STAGES: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(HistogramVec::new(
         HistogramOpts::new(
             "ledger_api_refresh_stage_seconds",
-            "time a successful refresh spent in each stage: lock (the family's), fence \
-             (proving the state current), read (the family and subject state), decide, \
-             append (until the log acknowledged), mint (signing the tokens)",
+            "time a successful refresh spent in each stage: lock (the family's), end \
+             (the api's view: asking where the log ends), fence (proving the state \
+             current: the projector's checkpoint, or the view's reader reaching the end), \
+             read (the family and subject state), decide, append (until the log \
+             acknowledged), mint (signing the tokens)",
         )
         .buckets(vec![
             0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
@@ -68,6 +70,7 @@ static REFRESH_STAGES: LazyLock<HistogramVec> = LazyLock::new(|| {
 #[derive(Clone, Copy, Debug)]
 enum Stage {
     Lock,
+    End,
     Fence,
     Read,
     Decide,
@@ -76,8 +79,9 @@ enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    const ALL: [Stage; 7] = [
         Stage::Lock,
+        Stage::End,
         Stage::Fence,
         Stage::Read,
         Stage::Decide,
@@ -88,6 +92,7 @@ impl Stage {
     fn name(self) -> &'static str {
         match self {
             Stage::Lock => "lock",
+            Stage::End => "end",
             Stage::Fence => "fence",
             Stage::Read => "read",
             Stage::Decide => "decide",
@@ -97,21 +102,21 @@ impl Stage {
     }
 }
 
-static STAGE_HISTOGRAMS: LazyLock<[Histogram; 6]> =
+static STAGE_HISTOGRAMS: LazyLock<[Histogram; 7]> =
     LazyLock::new(|| Stage::ALL.map(|s| REFRESH_STAGES.with_label_values(&[s.name()])));
 
 /// Time spent per stage of one refresh, recorded once it succeeded.
 #[derive(Debug)]
 struct Stages {
     last: Instant,
-    spent: [Duration; 6],
+    spent: [Duration; 7],
 }
 
 impl Stages {
     fn start() -> Self {
         Stages {
             last: Instant::now(),
-            spent: [Duration::ZERO; 6],
+            spent: [Duration::ZERO; 7],
         }
     }
 
@@ -583,7 +588,10 @@ impl SessionService {
         stages: &mut Stages,
     ) -> Result<Option<FamilyState>, SessionError> {
         if let Some(view) = &self.view {
-            view.await_current().await?;
+            let deadline = tokio::time::Instant::now() + view.wait();
+            let end = view.end_after_now(deadline).await?;
+            stages.lap(Stage::End);
+            view.await_read(&end, deadline).await?;
             stages.lap(Stage::Fence);
             let state = self.recent_families.over(&id, view.family(id));
             stages.lap(Stage::Read);

@@ -123,25 +123,41 @@ impl FamilyView {
     /// log unreachable, the reader behind).
     pub async fn await_current(&self) -> Result<(), BackendError> {
         let deadline = tokio::time::Instant::now() + self.config.wait;
+        let end = self.end_after_now(deadline).await?;
+        self.await_read(&end, deadline).await
+    }
+
+    /// [`FamilyView::await_current`] in its two steps, for callers that time them: the
+    /// end of the log, asked after this call (`deadline`: when to give up).
+    pub(crate) async fn end_after_now(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Vec<Position>>, BackendError> {
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(tx);
         self.wake.notify_one();
-        let end = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(end))) => end,
-            Ok(Ok(Err(e))) => return Err(BackendError::Unavailable(e)),
-            Ok(Err(_)) => return Err(BackendError::Unavailable("the api's view stopped".into())),
-            Err(_) => {
-                return Err(BackendError::Unavailable(format!(
-                    "the end of the log was not known within {:?}",
-                    self.config.wait
-                )));
-            }
-        };
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(end))) => Ok(end),
+            Ok(Ok(Err(e))) => Err(BackendError::Unavailable(e)),
+            Ok(Err(_)) => Err(BackendError::Unavailable("the api's view stopped".into())),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "the end of the log was not known within {:?}",
+                self.config.wait
+            ))),
+        }
+    }
+
+    /// The second step: waits until the view's reader has read up to `end`.
+    pub(crate) async fn await_read(
+        &self,
+        end: &[Position],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BackendError> {
         let mut read = self.read.subscribe();
-        match tokio::time::timeout_at(deadline, read.wait_for(|r| r.reached(&end))).await {
+        match tokio::time::timeout_at(deadline, read.wait_for(|r| r.reached(end))).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(BackendError::Unavailable("the api's view stopped".into())),
             Err(_) => {
@@ -152,6 +168,11 @@ impl FamilyView {
                 )))
             }
         }
+    }
+
+    /// How long a refresh may wait for the view to be current.
+    pub(crate) fn wait(&self) -> Duration {
+        self.config.wait
     }
 
     /// The family as the view holds it (after [`FamilyView::await_current`]: with

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// The stages in the order a refresh goes through them.
-const ORDER: [&str; 6] = ["lock", "fence", "read", "decide", "append", "mint"];
+const ORDER: [&str; 7] = ["lock", "end", "fence", "read", "decide", "append", "mint"];
 const METRIC: &str = "ledger_api_refresh_stage_seconds";
 
 /// One stage's histogram: observations, total seconds, cumulative bucket counts

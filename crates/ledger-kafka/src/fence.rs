@@ -3,7 +3,7 @@
 //! of this process how far it has to read.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,6 +18,13 @@ use crate::{
 
 /// How often the projector's checkpoint is read again while waiting for it.
 const RECHECK: Duration = Duration::from_millis(5);
+/// How long [`KafkaLogEnd`] uses the earliest offsets it read before asking again.
+const EARLIEST_REFRESH: Duration = Duration::from_secs(5);
+
+/// Offsets per (topic, partition).
+type Offsets = HashMap<(String, i32), i64>;
+/// The earliest offsets [`KafkaLogEnd`] read, and when it asked for them.
+type Earliest = Option<(Instant, Arc<Offsets>)>;
 
 /// Waits until the projector's consumer group has committed past the end the key's
 /// partition had when the call began, in the own topic and in every remote topic. The
@@ -102,6 +109,10 @@ pub struct KafkaLogEnd {
     /// Per topic, in lane order: its partitions when the end was opened.
     topics: Vec<(String, Vec<i32>)>,
     timeout: Duration,
+    /// The earliest offsets, and when they were asked for. They only grow, so older
+    /// ones can only ask a reader to read more (a partition that retention emptied
+    /// meanwhile looks unread until they are asked again): never less.
+    earliest: Arc<Mutex<Earliest>>,
 }
 
 impl std::fmt::Debug for KafkaLogEnd {
@@ -146,6 +157,7 @@ impl KafkaLogEnd {
             consumer,
             topics,
             timeout,
+            earliest: Arc::default(),
         })
     }
 }
@@ -164,10 +176,18 @@ impl LogEnd for KafkaLogEnd {
     async fn end(&self) -> Result<Vec<Position>, BackendError> {
         let (consumer, topics, timeout) =
             (self.consumer.clone(), self.topics.clone(), self.timeout);
+        let cached = self
+            .earliest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|(at, _)| at.elapsed() < EARLIEST_REFRESH)
+            .map(|(_, offsets)| offsets);
+        let earliest = self.earliest.clone();
         blocking(move || {
-            // Every partition in one request per leader, twice: the latest offsets (the
-            // high watermarks: no transactions, so the last stable offset is the high
-            // watermark) and the earliest.
+            // Every partition in one request per leader: the latest offsets (the high
+            // watermarks: no transactions, so the last stable offset is the high
+            // watermark), and the earliest when the cached ones are old.
             let ask = |at: Offset| {
                 let mut tpl = TopicPartitionList::new();
                 for (topic, partitions) in &topics {
@@ -198,7 +218,16 @@ impl LogEnd for KafkaLogEnd {
                 Ok(offsets)
             };
             let high = ask(Offset::End)?;
-            let low = ask(Offset::Beginning)?;
+            let low = match cached {
+                Some(low) => low,
+                None => {
+                    let asked = Instant::now();
+                    let low = Arc::new(ask(Offset::Beginning)?);
+                    *earliest.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((asked, low.clone()));
+                    low
+                }
+            };
             let mut end = Vec::new();
             for (lane, (topic, partitions)) in topics.iter().enumerate() {
                 for &partition in partitions {
