@@ -87,7 +87,8 @@ struct Cli {
     #[arg(long, default_value_t = 60_000)]
     kafka_events: usize,
     /// Only these rows: `kafka-refresh` is row 4 on Kafka + CQL alone, in every
-    /// setting of the fence (needs `--kafka`).
+    /// setting of the fence (needs `--kafka`); `projector` is rows 6 and 7 (the
+    /// projector on Kafka → CQL too with `--kafka`, and replay).
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
@@ -95,6 +96,7 @@ struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Only {
     KafkaRefresh,
+    Projector,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +131,10 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             .as_deref()
             .context("--only kafka-refresh needs --kafka")?;
         kafka_refresh_rows(&mut table, cli, brokers).await?;
+        return Ok((table, None));
+    }
+    if cli.only == Some(Only::Projector) {
+        projector_rows(&mut table, cli, threads).await?;
         return Ok((table, None));
     }
     let redis = match &cli.redis {
@@ -561,6 +567,15 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         )
         .await?;
         app.stop().await?;
+    }
+    projector_rows(&mut table, cli, threads).await?;
+    Ok((table, redis.map(|r| r.version)))
+}
+
+/// Rows 6 and 7: the projector (on Kafka → CQL with `--kafka`, and embedded) and
+/// replay.
+async fn projector_rows(table: &mut Table, cli: &Cli, threads: usize) -> anyhow::Result<()> {
+    if let Some(brokers) = &cli.kafka {
         let kafka = log::kafka_projector(brokers, &cli.cql, cli.kafka_events).await?;
         table.push(
             "6",
@@ -617,7 +632,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         "—",
         "—",
     );
-    Ok((table, redis.map(|r| r.version)))
+    Ok(())
 }
 
 /// Rows 4 and 5 on a running service: refresh load, then revocation propagation.
