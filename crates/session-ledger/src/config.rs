@@ -606,6 +606,21 @@ mod tests {
     }
 
     #[test]
+    fn refreshes_behind_the_fence_read_the_apis_own_view_unless_told_otherwise() {
+        let kafka = |s: Settings| match s.backend {
+            Backend::Kafka(k) => k,
+            Backend::Embedded => panic!("not on kafka"),
+        };
+        let k = kafka(with(&[("LEDGER_BACKEND", "kafka")]).unwrap());
+        assert_eq!(k.api_view, ApiView::Log);
+        assert_eq!(k.api_fence, Some(Duration::from_secs(3)));
+        let k = kafka(with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "store")]).unwrap());
+        assert_eq!(k.api_view, ApiView::Store);
+        let err = with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "memory")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_API_VIEW: "), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let err = with(&[("LEDGER_ACCESS_TTL", "soon")]).unwrap_err();
         assert!(err.to_string().starts_with("LEDGER_ACCESS_TTL: "), "{err}");
