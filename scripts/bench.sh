@@ -6,6 +6,9 @@
 # redis-benchmark against the same Redis), and stops Redis again.
 #
 #   scripts/bench.sh [ledger-bench flags]     e.g. --families 1000000 --seconds 5
+#   scripts/bench.sh --only kafka-refresh --refresh-concurrency 64
+#                                             row 4 on Kafka + Cassandra alone, in
+#                                             every setting of the fence (no wrk part)
 #   scripts/bench.sh --regions [N]            the two-region figures instead (below)
 #   scripts/bench.sh --keycloak [flags]       Keycloak as a peer instead (below)
 #
@@ -71,7 +74,11 @@ fi
 
 target/release/ledger-bench --redis "$url" "${kafka[@]}" "$@"
 
-if [ "${LEDGER_BENCH_HTTP:-on}" != off ]; then
+only=0
+for arg in "$@"; do
+  case "$arg" in --only | --only=*) only=1 ;; esac
+done
+if [ "${LEDGER_BENCH_HTTP:-on}" != off ] && [ "$only" = 0 ]; then
   echo
   # shellcheck disable=SC2086 # flags, split on purpose
   scripts/bench-http.sh --redis "$url" ${LEDGER_BENCH_HTTP_ARGS:-}

@@ -2,10 +2,11 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
 use ledger_telemetry::metrics::register;
-use prometheus::{IntCounter, IntCounterVec, Opts};
-use std::time::Duration;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use std::time::{Duration, Instant};
 
 use crate::recent::RecentWrites;
+use crate::view::FamilyView;
 use ledger_core::ports::{BackendError, EventLog, HistorySource, ProjectionFence, ProjectionStore};
 use ledger_core::{
     Command, DecideContext, DomainError, Event, EventKind, FamilyState, FamilyStatus, Generation,
@@ -46,6 +47,92 @@ static REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["scope", "reason"],
     ))
 });
+
+static REFRESH_STAGES: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(HistogramVec::new(
+        HistogramOpts::new(
+            "ledger_api_refresh_stage_seconds",
+            "time a successful refresh spent in each stage: lock (the family's), end \
+             (the api's view: asking where the log ends), fence (proving the state \
+             current: the projector's checkpoint, or the view's reader reaching the end), \
+             read (the family and subject state), decide, append (until the log \
+             acknowledged), mint (signing the tokens)",
+        )
+        .buckets(vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
+            0.128, 0.256, 0.512, 1.0, 2.0, 4.0,
+        ]),
+        &["stage"],
+    ))
+});
+
+/// The stages of a refresh, timed one after the other ([`REFRESH_STAGES`]).
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    Lock,
+    End,
+    Fence,
+    Read,
+    Decide,
+    Append,
+    Mint,
+}
+
+impl Stage {
+    const ALL: [Stage; 7] = [
+        Stage::Lock,
+        Stage::End,
+        Stage::Fence,
+        Stage::Read,
+        Stage::Decide,
+        Stage::Append,
+        Stage::Mint,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Lock => "lock",
+            Stage::End => "end",
+            Stage::Fence => "fence",
+            Stage::Read => "read",
+            Stage::Decide => "decide",
+            Stage::Append => "append",
+            Stage::Mint => "mint",
+        }
+    }
+}
+
+static STAGE_HISTOGRAMS: LazyLock<[Histogram; 7]> =
+    LazyLock::new(|| Stage::ALL.map(|s| REFRESH_STAGES.with_label_values(&[s.name()])));
+
+/// Time spent per stage of one refresh, recorded once it succeeded.
+#[derive(Debug)]
+struct Stages {
+    last: Instant,
+    spent: [Duration; 7],
+}
+
+impl Stages {
+    fn start() -> Self {
+        Stages {
+            last: Instant::now(),
+            spent: [Duration::ZERO; 7],
+        }
+    }
+
+    /// Charges the time since the previous lap to `stage`.
+    fn lap(&mut self, stage: Stage) {
+        let now = Instant::now();
+        self.spent[stage as usize] += now - self.last;
+        self.last = now;
+    }
+
+    fn record(&self) {
+        for (histogram, spent) in STAGE_HISTOGRAMS.iter().zip(self.spent) {
+            histogram.observe(spent.as_secs_f64());
+        }
+    }
+}
 
 /// Why a request could not be served. Each variant maps to one HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +234,9 @@ pub struct SessionService {
     recent_subjects: RecentWrites<Subject, SubjectRevocation>,
     /// Read-after-write across instances (several API instances on one log).
     fence: Option<Arc<dyn ProjectionFence>>,
+    /// Read-after-write across instances from this process's own view of the log:
+    /// refreshes decide from it instead of the store (and `fence` is not used).
+    view: Option<Arc<FamilyView>>,
 }
 
 impl SessionService {
@@ -175,6 +265,7 @@ impl SessionService {
             recent_families: RecentWrites::new(window),
             recent_subjects: RecentWrites::new(window),
             fence: None,
+            view: None,
         }
     }
 
@@ -185,6 +276,16 @@ impl SessionService {
     #[must_use]
     pub fn with_fence(mut self, fence: Arc<dyn ProjectionFence>) -> Self {
         self.fence = Some(fence);
+        self
+    }
+
+    /// Refreshes decide from `view`, this process's own view of the log, once it has
+    /// read everything the log acknowledged before the request: the guarantee of
+    /// [`SessionService::with_fence`] without waiting for the projector or reading the
+    /// store.
+    #[must_use]
+    pub fn with_view(mut self, view: Arc<FamilyView>) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -245,13 +346,17 @@ impl SessionService {
             tracing::info!(error = %e, "refresh token refused");
             SessionError::InvalidGrant("refresh token is invalid".into())
         })?;
+        let mut stages = Stages::start();
         let _guard = self.lock(session_id).await;
-        let Some(state) = self.fenced_family(session_id).await? else {
+        stages.lap(Stage::Lock);
+        let Some(state) = self.fenced_family(session_id, &mut stages).await? else {
             return Err(self.unknown_family(session_id, || {
                 SessionError::InvalidGrant("refresh token is invalid".into())
             }));
         };
-        let subject_revocation = self.fenced_subject_revocation(&state.subject).await?;
+        let subject_revocation = self
+            .fenced_subject_revocation(&state.subject, &mut stages)
+            .await?;
         let now = Timestamp::now();
         let command = Command::Refresh {
             session_id,
@@ -265,7 +370,9 @@ impl SessionService {
             &self.ctx(now, trace),
         )
         .inspect_err(|e| tracing::info!(%session_id, %presented, error = %e, "refresh refused"))?;
+        stages.lap(Stage::Decide);
         self.append(&events).await?;
+        stages.lap(Stage::Append);
         if self.config.abort_after_append {
             tracing::error!(%session_id, "failpoint abort-after-append: aborting before the answer");
             std::process::abort();
@@ -288,7 +395,10 @@ impl SessionService {
             tracing::info!(%session_id, %presented, "refresh retried within grace");
         }
         let state = self.remembered(session_id).unwrap_or(state);
-        Ok(self.grant(&state, &events, now))
+        let grant = self.grant(&state, &events, now);
+        stages.lap(Stage::Mint);
+        stages.record();
+        Ok(grant)
     }
 
     /// RFC 7009: revoke the family the token belongs to. Unknown, invalid or already
@@ -478,11 +588,31 @@ impl SessionService {
     /// acknowledged event of it. Refreshes decide on this; a signout does not need it
     /// (a revocation appended on older state is the same revocation, and a family not
     /// projected yet is answered by `unknown_family`).
-    async fn fenced_family(&self, id: SessionId) -> Result<Option<FamilyState>, SessionError> {
+    ///
+    /// With a [`FamilyView`], the state comes from it once it has read everything the
+    /// log acknowledged before this call (the store is not read).
+    async fn fenced_family(
+        &self,
+        id: SessionId,
+        stages: &mut Stages,
+    ) -> Result<Option<FamilyState>, SessionError> {
+        if let Some(view) = &self.view {
+            let deadline = tokio::time::Instant::now() + view.wait();
+            let end = view.end_after_now(deadline).await?;
+            stages.lap(Stage::End);
+            view.await_read(&end, deadline).await?;
+            stages.lap(Stage::Fence);
+            let state = self.recent_families.over(&id, view.family(id));
+            stages.lap(Stage::Read);
+            return Ok(state);
+        }
         if let Some(fence) = &self.fence {
             fence.await_projected(&Event::family_key(id)).await?;
         }
-        self.family(id).await
+        stages.lap(Stage::Fence);
+        let state = self.family(id).await;
+        stages.lap(Stage::Read);
+        state
     }
 
     /// The store's view of a family joined with this instance's recent writes.
@@ -494,14 +624,28 @@ impl SessionService {
     /// [`Self::subject_revocation`] behind the fence. Logins do without: a subject
     /// revocation covers the families opened up to it, so one racing with a login need
     /// not cover that login.
+    ///
+    /// With a [`FamilyView`], [`Self::fenced_family`] has already proven it current
+    /// for every partition, the subject's included.
     async fn fenced_subject_revocation(
         &self,
         subject: &Subject,
+        stages: &mut Stages,
     ) -> Result<Option<SubjectRevocation>, SessionError> {
+        if let Some(view) = &self.view {
+            let revocation = self
+                .recent_subjects
+                .over(subject, view.subject_revocation(subject));
+            stages.lap(Stage::Read);
+            return Ok(revocation);
+        }
         if let Some(fence) = &self.fence {
             fence.await_projected(&Event::subject_key(subject)).await?;
         }
-        self.subject_revocation(subject).await
+        stages.lap(Stage::Fence);
+        let revocation = self.subject_revocation(subject).await;
+        stages.lap(Stage::Read);
+        revocation
     }
 
     async fn subject_revocation(

@@ -13,10 +13,12 @@ mod log;
 mod report;
 mod service;
 mod ssf;
+mod stages;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cap::Cap;
 use clap::Parser;
 
@@ -84,6 +86,17 @@ struct Cli {
     /// Events for the Kafka → CQL projector row.
     #[arg(long, default_value_t = 60_000)]
     kafka_events: usize,
+    /// Only these rows: `kafka-refresh` is row 4 on Kafka + CQL alone, in every
+    /// setting of the fence (needs `--kafka`); `projector` is rows 6 and 7 (the
+    /// projector on Kafka → CQL too with `--kafka`, and replay).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    KafkaRefresh,
+    Projector,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +125,18 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, Option<String>)> {
     let mut table = Table::default();
+    if cli.only == Some(Only::KafkaRefresh) {
+        let brokers = cli
+            .kafka
+            .as_deref()
+            .context("--only kafka-refresh needs --kafka")?;
+        kafka_refresh_rows(&mut table, cli, brokers).await?;
+        return Ok((table, None));
+    }
+    if cli.only == Some(Only::Projector) {
+        projector_rows(&mut table, cli, threads).await?;
+        return Ok((table, None));
+    }
     let redis = match &cli.redis {
         Some(url) => Some(baseline::Redis::connect(url).await?),
         None => {
@@ -521,23 +546,18 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             &mut table,
             &app,
             cli,
-            "on Kafka, acks=all, idempotent producer, + Cassandra",
+            KAFKA_REFRESH[0].1,
             "on Kafka, the validator tailing the topic",
         )
         .await?;
         app.stop().await?;
-        // The same without the projection fence (LEDGER_API_FENCE=off, right for one
-        // API instance): what waiting for the projector costs each refresh.
-        let app = service::App::start_on_kafka_without_fence(brokers, &cli.cql).await?;
-        service::sessions(&app, 8).await?;
-        refresh_row(
-            &mut table,
-            &app,
-            cli,
-            "on Kafka + Cassandra as above, LEDGER_API_FENCE=off: one API instance, no wait for the projector",
-        )
-        .await?;
-        app.stop().await?;
+        // The other settings of the fence: what each costs a refresh.
+        for &(env, setting) in &KAFKA_REFRESH[1..] {
+            let app = service::App::start_on_kafka_with(brokers, &cli.cql, env).await?;
+            service::sessions(&app, 8).await?;
+            refresh_row(&mut table, &app, cli, setting).await?;
+            app.stop().await?;
+        }
         let app = service::App::start_with_ssf(Some((brokers, &cli.cql))).await?;
         ssf_row(
             &mut table,
@@ -547,6 +567,15 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         )
         .await?;
         app.stop().await?;
+    }
+    projector_rows(&mut table, cli, threads).await?;
+    Ok((table, redis.map(|r| r.version)))
+}
+
+/// Rows 6 and 7: the projector (on Kafka → CQL with `--kafka`, and embedded) and
+/// replay.
+async fn projector_rows(table: &mut Table, cli: &Cli, threads: usize) -> anyhow::Result<()> {
+    if let Some(brokers) = &cli.kafka {
         let kafka = log::kafka_projector(brokers, &cli.cql, cli.kafka_events).await?;
         table.push(
             "6",
@@ -603,7 +632,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
         "—",
         "—",
     );
-    Ok((table, redis.map(|r| r.version)))
+    Ok(())
 }
 
 /// Rows 4 and 5 on a running service: refresh load, then revocation propagation.
@@ -633,6 +662,34 @@ async fn service_rows(
     Ok(())
 }
 
+/// The settings of the fence row 4 measures on Kafka: (environment, description).
+const KAFKA_REFRESH: [(&[(&str, &str)], &str); 3] = [
+    (
+        &[],
+        "on Kafka, acks=all, idempotent producer, + Cassandra; fence on, the API's own view of the log (LEDGER_API_VIEW=log, the default)",
+    ),
+    (
+        &[("LEDGER_API_VIEW", "store")],
+        "on Kafka + Cassandra as above; fence on, waiting for the projector's checkpoint, then reading Cassandra (LEDGER_API_VIEW=store)",
+    ),
+    (
+        &[("LEDGER_API_FENCE", "off")],
+        "on Kafka + Cassandra as above, LEDGER_API_FENCE=off: one API instance, no wait, reading Cassandra",
+    ),
+];
+
+/// `--only kafka-refresh`: row 4 on Kafka + CQL in every setting of the fence, each on
+/// a service (topic, keyspace) of its own.
+async fn kafka_refresh_rows(table: &mut Table, cli: &Cli, brokers: &str) -> anyhow::Result<()> {
+    for &(env, setting) in &KAFKA_REFRESH {
+        let app = service::App::start_on_kafka_with(brokers, &cli.cql, env).await?;
+        service::sessions(&app, 8).await?;
+        refresh_row(table, &app, cli, setting).await?;
+        app.stop().await?;
+    }
+    Ok(())
+}
+
 /// Row 4 on a running service: refresh load.
 async fn refresh_row(
     table: &mut Table,
@@ -644,7 +701,9 @@ async fn refresh_row(
         "refresh ({refresh_setting}) at {} clients for {} s",
         cli.refresh_concurrency, cli.seconds
     ));
+    let before = stages::Snapshot::take();
     let mut refresh = service::refresh_load(app, cli.refresh_concurrency, cli.seconds).await?;
+    let stages = stages::Snapshot::take().since(&before);
     table.push(
         "4",
         format!(
@@ -652,7 +711,7 @@ async fn refresh_row(
             cli.refresh_concurrency
         ),
         format!(
-            "{}, {}",
+            "{}, {}; {stages}",
             rate(refresh.per_second(), "req"),
             refresh.latencies.p50_p99()
         ),

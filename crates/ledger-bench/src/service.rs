@@ -49,13 +49,14 @@ impl App {
         Self::start_with(&env).await
     }
 
-    /// Starts on Kafka + CQL with `LEDGER_API_FENCE=off`.
-    pub async fn start_on_kafka_without_fence(
+    /// Starts on Kafka + CQL (a topic and keyspace of its own) with `settings` added.
+    pub async fn start_on_kafka_with(
         brokers: &str,
         cql_nodes: &str,
+        settings: &[(&'static str, &str)],
     ) -> anyhow::Result<App> {
         let mut env = kafka_env((brokers, cql_nodes));
-        env.push(("LEDGER_API_FENCE", "off".to_owned()));
+        env.extend(settings.iter().map(|&(k, v)| (k, v.to_owned())));
         Self::start_with(&env).await
     }
 

@@ -163,6 +163,18 @@ pub trait ProjectionFence: Send + Sync + std::fmt::Debug {
     async fn await_projected(&self, key: &str) -> Result<(), BackendError>;
 }
 
+/// Where the log ends, asked of the log itself: what a reader must have read to hold
+/// every event the log had acknowledged when the call began.
+#[async_trait]
+pub trait LogEnd: Send + Sync + std::fmt::Debug {
+    /// Per partition, the next offset a reader must have reached: every event the log
+    /// acknowledged before the call lies below it (a partition with nothing left to
+    /// read, retention having removed every event, needs nothing: offset 0). Always a
+    /// live answer of the log, never a cached one: an error when the log cannot be
+    /// reached, so that "caught up" is a proof.
+    async fn end(&self) -> Result<Vec<Position>, BackendError>;
+}
+
 /// Opens readers on the log and knows consumer groups' checkpoints.
 #[async_trait]
 pub trait LogSource: Send + Sync + std::fmt::Debug {

@@ -1,18 +1,30 @@
-//! [`KafkaFence`]: read-after-write across API instances, and after arrival from
-//! other regions.
+//! Read-after-write across API instances, and after arrival from other regions:
+//! [`KafkaFence`] waits for the projector's checkpoint, [`KafkaLogEnd`] tells a reader
+//! of this process how far it has to read.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ledger_core::ports::{BackendError, ProjectionFence};
+use ledger_core::ports::{BackendError, LogEnd, Position, ProjectionFence};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::context::LogContext;
-use crate::{KafkaConfig, blocking, committed_offsets, topic_partitions, unavailable};
+use crate::{
+    KafkaConfig, blocking, committed_offsets, lane_partition, topic_partitions, unavailable,
+};
 
 /// How often the projector's checkpoint is read again while waiting for it.
 const RECHECK: Duration = Duration::from_millis(5);
+/// How long [`KafkaLogEnd`] uses the earliest offsets it read before asking again.
+const EARLIEST_REFRESH: Duration = Duration::from_secs(5);
+
+/// Offsets per (topic, partition).
+type Offsets = HashMap<(String, i32), i64>;
+/// The earliest offsets [`KafkaLogEnd`] read, and when it asked for them.
+type Earliest = Option<(Instant, Arc<Offsets>)>;
 
 /// Waits until the projector's consumer group has committed past the end the key's
 /// partition had when the call began, in the own topic and in every remote topic. The
@@ -84,6 +96,161 @@ impl Drop for KafkaFence {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn_blocking(move || drop(consumer));
         }
+    }
+}
+
+/// [`LogEnd`] on Kafka: the high watermarks of every partition of every topic read
+/// (the own and the remote ones), each asked of the partition's leader. `acks=all`
+/// answers a produce only once the high watermark has passed the record, so every
+/// record acknowledged before the request lies below the watermarks it returns.
+pub struct KafkaLogEnd {
+    /// A consumer that never joins a group: it only asks for watermarks.
+    consumer: Arc<BaseConsumer<LogContext>>,
+    /// Per topic, in lane order: its partitions when the end was opened.
+    topics: Vec<(String, Vec<i32>)>,
+    timeout: Duration,
+    /// The earliest offsets, and when they were asked for. They only grow, so older
+    /// ones can only ask a reader to read more (a partition that retention emptied
+    /// meanwhile looks unread until they are asked again): never less.
+    earliest: Arc<Mutex<Earliest>>,
+}
+
+impl std::fmt::Debug for KafkaLogEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLogEnd")
+            .field("topics", &self.topics)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaLogEnd {
+    /// Reads the topics' partitions once; a call to [`LogEnd::end`] fails when a leader
+    /// has not answered within `timeout`.
+    pub async fn open(config: &KafkaConfig, timeout: Duration) -> Result<Self, BackendError> {
+        let group = format!("session-ledger-end-{}", uuid::Uuid::new_v4().simple());
+        let consumer: BaseConsumer<LogContext> = config
+            .consumer_config(&group)
+            .create_with_context(LogContext)
+            .map_err(|e| BackendError::other(format!("kafka consumer: {e}")).with_source(e))?;
+        let consumer = Arc::new(consumer);
+        let (c, topics, metadata_timeout) = (
+            consumer.clone(),
+            config
+                .topics()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            config.operation_timeout,
+        );
+        let topics = blocking(move || {
+            topics
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic_partitions(c.client(), &topic, metadata_timeout)?;
+                    Ok((topic, partitions))
+                })
+                .collect::<Result<Vec<_>, BackendError>>()
+        })
+        .await??;
+        Ok(KafkaLogEnd {
+            consumer,
+            topics,
+            timeout,
+            earliest: Arc::default(),
+        })
+    }
+}
+
+impl Drop for KafkaLogEnd {
+    fn drop(&mut self) {
+        let consumer = self.consumer.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || drop(consumer));
+        }
+    }
+}
+
+#[async_trait]
+impl LogEnd for KafkaLogEnd {
+    async fn end(&self) -> Result<Vec<Position>, BackendError> {
+        let (consumer, topics, timeout) =
+            (self.consumer.clone(), self.topics.clone(), self.timeout);
+        let cached = self
+            .earliest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|(at, _)| at.elapsed() < EARLIEST_REFRESH)
+            .map(|(_, offsets)| offsets);
+        let earliest = self.earliest.clone();
+        blocking(move || {
+            // Every partition in one request per leader: the latest offsets (the high
+            // watermarks: no transactions, so the last stable offset is the high
+            // watermark), and the earliest when the cached ones are old.
+            let ask = |at: Offset| {
+                let mut tpl = TopicPartitionList::new();
+                for (topic, partitions) in &topics {
+                    for &partition in partitions {
+                        tpl.add_partition_offset(topic, partition, at)
+                            .map_err(|e| {
+                                BackendError::other(format!("kafka end: {e}")).with_source(e)
+                            })?;
+                    }
+                }
+                let answer = consumer
+                    .offsets_for_times(tpl, timeout)
+                    .map_err(|e| unavailable("end of the log", e))?;
+                let mut offsets = HashMap::with_capacity(answer.count());
+                for e in answer.elements() {
+                    if let Err(error) = e.error() {
+                        return Err(unavailable(
+                            &format!("end of {}/{}", e.topic(), e.partition()),
+                            error,
+                        ));
+                    }
+                    let Offset::Offset(offset) = e.offset() else {
+                        return Err(unavailable(
+                            &format!("end of {}/{}", e.topic(), e.partition()),
+                            format!("no offset in the answer: {:?}", e.offset()),
+                        ));
+                    };
+                    offsets.insert((e.topic().to_owned(), e.partition()), offset);
+                }
+                Ok(offsets)
+            };
+            let high = ask(Offset::End)?;
+            let low = match cached {
+                Some(low) => low,
+                None => {
+                    let asked = Instant::now();
+                    let low = Arc::new(ask(Offset::Beginning)?);
+                    *earliest.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((asked, low.clone()));
+                    low
+                }
+            };
+            let mut end = Vec::new();
+            for (lane, (topic, partitions)) in topics.iter().enumerate() {
+                for &partition in partitions {
+                    let key = (topic.clone(), partition);
+                    let (Some(&high), Some(&low)) = (high.get(&key), low.get(&key)) else {
+                        return Err(unavailable(
+                            &format!("end of {topic}/{partition}"),
+                            "no answer for the partition",
+                        ));
+                    };
+                    // Nothing left to read when retention removed every event.
+                    let offset = if high > low { high } else { 0 };
+                    end.push(Position {
+                        partition: lane_partition(lane, partition),
+                        offset: u64::try_from(offset).unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(end)
+        })
+        .await?
     }
 }
 

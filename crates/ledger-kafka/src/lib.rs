@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::LogContext;
 
-pub use fence::{KafkaFence, partition_for};
+pub use fence::{KafkaFence, KafkaLogEnd, partition_for};
 pub use reader::KafkaReader;
 pub use revocations::{RevocationPublisher, RevocationTopic};
 

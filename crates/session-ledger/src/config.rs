@@ -84,6 +84,8 @@ pub struct KafkaSettings {
     /// How long an API instance waits for the projection to hold a family's
     /// acknowledged events before deciding on it (`None`: it does not wait).
     pub api_fence: Option<Duration>,
+    /// Where a refresh behind the fence reads the family from.
+    pub api_view: ApiView,
     pub partitions: i32,
     pub replication_factor: i32,
     pub delivery_timeout: Duration,
@@ -95,6 +97,18 @@ pub struct KafkaSettings {
     /// This instance's stable name: the projector's consumer-group identity
     /// (`group.instance.id`), so a restarted projector takes its partitions back at once.
     pub instance_id: Option<String>,
+}
+
+/// Where an API instance behind the fence (`LEDGER_API_FENCE`) reads a family's state
+/// when it refreshes (`LEDGER_API_VIEW`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiView {
+    /// Its own view of the log, in memory: it waits until its reader has read the log
+    /// to the end the brokers report after the request arrived.
+    Log,
+    /// The projection store, once the projector has committed past the end of the
+    /// family's partition.
+    Store,
 }
 
 /// Every variable, with its default, for `--help` and the README.
@@ -208,7 +222,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LEDGER_API_FENCE",
         "3s",
-        "with several API instances on one topic: how long a refresh waits for the projector to hold what other instances appended (503 after it); off = trust the projection as it is",
+        "with several API instances on one topic: how long a refresh waits to hold what other instances appended (503 after it); off = trust the projection as it is",
+    ),
+    (
+        "LEDGER_API_VIEW",
+        "log",
+        "behind the fence, where a refresh reads the family: log = the API's own view of the log in memory (waits for its reader to reach the end of the log), store = the projection (waits for the projector's checkpoint)",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
@@ -368,6 +387,11 @@ impl Settings {
                     (v, var) => {
                         Some(humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))?)
                     }
+                },
+                api_view: match value("LEDGER_API_VIEW") {
+                    (v, _) if v == "log" => ApiView::Log,
+                    (v, _) if v == "store" => ApiView::Store,
+                    (v, var) => return Err(invalid(var, &v, "must be log or store")),
                 },
                 partitions: number("LEDGER_KAFKA_PARTITIONS")?,
                 replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
@@ -579,6 +603,21 @@ mod tests {
         assert_eq!(s.policy.access_ttl, Duration::from_secs(900));
         assert_eq!(s.api_addr.port(), 8080);
         assert_eq!(s.service_token, None);
+    }
+
+    #[test]
+    fn refreshes_behind_the_fence_read_the_apis_own_view_unless_told_otherwise() {
+        let kafka = |s: Settings| match s.backend {
+            Backend::Kafka(k) => k,
+            Backend::Embedded => panic!("not on kafka"),
+        };
+        let k = kafka(with(&[("LEDGER_BACKEND", "kafka")]).unwrap());
+        assert_eq!(k.api_view, ApiView::Log);
+        assert_eq!(k.api_fence, Some(Duration::from_secs(3)));
+        let k = kafka(with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "store")]).unwrap());
+        assert_eq!(k.api_view, ApiView::Store);
+        let err = with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "memory")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_API_VIEW: "), "{err}");
     }
 
     #[test]

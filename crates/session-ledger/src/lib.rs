@@ -7,5 +7,5 @@ pub mod config;
 pub mod explain;
 mod run;
 
-pub use config::{Backend, ConfigError, KafkaSettings, Settings};
+pub use config::{ApiView, Backend, ConfigError, KafkaSettings, Settings};
 pub use run::{Roles, Running, start};

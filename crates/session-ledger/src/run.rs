@@ -12,7 +12,7 @@ use ledger_core::ports::{
 };
 use ledger_embedded::Embedded;
 use ledger_http::{Credentials, Scope};
-use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog};
+use ledger_kafka::{KafkaConfig, KafkaFence, KafkaLog, KafkaLogEnd};
 use ledger_projector::{Projector, ProjectorConfig, Sealer, SealerConfig};
 use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
@@ -25,7 +25,7 @@ use rand::RngCore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backend, Settings};
+use crate::{ApiView, Backend, Settings};
 
 /// Which roles a process runs (`dev` runs all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,10 +259,29 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         if let (Some(log), Backend::Kafka(k)) = (&ports.kafka, &settings.backend)
             && let Some(wait) = k.api_fence
         {
-            let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
-                .await
-                .context("opening the projection fence")?;
-            service = service.with_fence(Arc::new(fence));
+            match k.api_view {
+                ApiView::Log => {
+                    let end = KafkaLogEnd::open(log.config(), wait)
+                        .await
+                        .context("opening the end of the log for the api's view")?;
+                    let view = Arc::new(ledger_api::FamilyView::new(
+                        ports.source.clone(),
+                        Arc::new(end),
+                        ports.store.clone(),
+                        ledger_api::FamilyViewConfig::new(projector_group(&settings), wait),
+                    ));
+                    let token = shutdown.clone();
+                    let running = view.clone();
+                    tasks.spawn(async move { running.run(token).await.context("api view") });
+                    service = service.with_view(view);
+                }
+                ApiView::Store => {
+                    let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
+                        .await
+                        .context("opening the projection fence")?;
+                    service = service.with_fence(Arc::new(fence));
+                }
+            }
         }
         let state = ApiState {
             service: Arc::new(service),

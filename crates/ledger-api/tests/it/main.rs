@@ -12,6 +12,8 @@ use ledger_core::{Event, Policy};
 use ledger_embedded::{CurrentProjection, Embedded};
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 
+mod view;
+
 /// The embedded log, which can be told to stop acknowledging appends (`down`: a
 /// retry can help) or to refuse them (`refusing`: it cannot).
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ledger_core::ports::{
-    BackendError, EventLog, LogReader, LogRecord, LogSource, Position, StartFrom,
+    BackendError, EventLog, LogEnd as _, LogReader, LogRecord, LogSource, Position, StartFrom,
 };
 use ledger_core::{
     Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
@@ -496,6 +496,36 @@ async fn records_land_in_the_partition_the_fence_computes() {
     for r in &records {
         let expected = ledger_kafka::partition_for(r.event.partition_key().as_bytes(), 3);
         assert_eq!(r.position.partition, u32::try_from(expected).unwrap());
+    }
+    drop(reader);
+    topic.delete().await;
+}
+
+#[tokio::test]
+async fn the_end_of_the_log_is_where_a_reader_has_read_every_acknowledged_event() {
+    let (log, topic) = spawn_log().await;
+    let end = ledger_kafka::KafkaLogEnd::open(log.config(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    // An empty log: nothing to read.
+    let empty = end.end().await.unwrap();
+    assert_eq!(empty.len(), 3);
+    assert!(empty.iter().all(|p| p.offset == 0), "{empty:?}");
+
+    let events = histories(12, None);
+    log.append(&events).await.unwrap();
+    let at = end.end().await.unwrap();
+    let total: u64 = at.iter().map(|p| p.offset).sum();
+    assert_eq!(total, events.len() as u64, "{at:?}");
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let records = read_n(reader.as_mut(), events.len()).await;
+    let read = next_offsets(&records);
+    for p in &at {
+        assert_eq!(
+            read.get(&p.partition).copied().unwrap_or(0),
+            p.offset,
+            "{at:?}"
+        );
     }
     drop(reader);
     topic.delete().await;
