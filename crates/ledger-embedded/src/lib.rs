@@ -180,28 +180,14 @@ impl Embedded {
         id: SessionId,
     ) -> Result<Option<FamilyState>, BackendError> {
         let now = Timestamp::now();
-        let (group, key) = (group.to_owned(), id.to_string());
         let (stored, tail) = self
-            .read(move |c| {
-                // The checkpoint first: the rows read after it hold at least what the
-                // projector had stored when it committed it.
-                let next = checkpoint(c, &group)?;
-                let stored: Option<Vec<u8>> = c
-                    .query_row(
-                        "SELECT state FROM families WHERE session_id = ?1",
-                        [&key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let tail = events_from(
-                    c,
-                    "SELECT offset, body FROM events
-                     WHERE session_id = ?1 AND offset >= ?2 ORDER BY offset",
-                    &key,
-                    next,
-                )?;
-                Ok((stored, tail))
-            })
+            .stored_and_unprojected(
+                group,
+                id.to_string(),
+                "SELECT state FROM families WHERE session_id = ?1",
+                "SELECT offset, body FROM events
+                 WHERE session_id = ?1 AND offset >= ?2 ORDER BY offset",
+            )
             .await?;
         let mut projection = Projection::new();
         if let Some(stored) = stored {
@@ -221,26 +207,14 @@ impl Embedded {
         subject: &Subject,
     ) -> Result<Option<SubjectRevocation>, BackendError> {
         let now = Timestamp::now();
-        let (group, key) = (group.to_owned(), subject.as_str().to_owned());
         let (stored, tail) = self
-            .read(move |c| {
-                let next = checkpoint(c, &group)?;
-                let stored: Option<Vec<u8>> = c
-                    .query_row(
-                        "SELECT state FROM subjects WHERE subject = ?1",
-                        [&key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let tail = events_from(
-                    c,
-                    "SELECT offset, body FROM events
-                     WHERE subject = ?1 AND offset >= ?2 ORDER BY offset",
-                    &key,
-                    next,
-                )?;
-                Ok((stored, tail))
-            })
+            .stored_and_unprojected(
+                group,
+                subject.as_str().to_owned(),
+                "SELECT state FROM subjects WHERE subject = ?1",
+                "SELECT offset, body FROM events
+                 WHERE subject = ?1 AND offset >= ?2 ORDER BY offset",
+            )
             .await?;
         let mut projection = Projection::new();
         if let Some(stored) = stored {
@@ -251,6 +225,38 @@ impl Embedded {
             .subject_revocation(subject)
             .filter(|s| s.keep_until > now)
             .cloned())
+    }
+
+    /// The stored row `stored_sql` selects for `key`, and the `(offset, body)` event
+    /// rows `tail_sql` selects for it from `group`'s checkpoint on.
+    async fn stored_and_unprojected(
+        &self,
+        group: &str,
+        key: String,
+        stored_sql: &'static str,
+        tail_sql: &'static str,
+    ) -> Result<(Option<Vec<u8>>, Vec<(i64, Vec<u8>)>), BackendError> {
+        let group = group.to_owned();
+        self.read(move |c| {
+            // The checkpoint first: the row read after it holds at least what the
+            // projector had stored when it committed it.
+            let next: i64 = c
+                .query_row(
+                    "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
+                    [&group],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let stored: Option<Vec<u8>> =
+                c.query_row(stored_sql, [&key], |r| r.get(0)).optional()?;
+            let mut tail = c.prepare_cached(tail_sql)?;
+            let tail = tail
+                .query_map(params![key, next], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((stored, tail))
+        })
+        .await
     }
 
     /// Deletes projection rows past their retention (the CQL store does this by TTL).
@@ -785,29 +791,6 @@ impl HistorySource for Embedded {
             })
             .collect()
     }
-}
-
-/// Where `group` will read next (0 when it has committed nothing).
-fn checkpoint(c: &Connection, group: &str) -> rusqlite::Result<i64> {
-    Ok(c.query_row(
-        "SELECT next_offset FROM checkpoints WHERE consumer_group = ?1",
-        [group],
-        |r| r.get(0),
-    )
-    .optional()?
-    .unwrap_or(0))
-}
-
-/// The `(offset, body)` rows `sql` selects for `key` from offset `from` on.
-fn events_from(
-    c: &Connection,
-    sql: &str,
-    key: &str,
-    from: i64,
-) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
-    let mut q = c.prepare_cached(sql)?;
-    q.query_map(params![key, from], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
 }
 
 /// Folds event rows into `projection`.
