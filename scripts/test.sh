@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs build prerequisites, starts Apache Kafka and
 # Apache Cassandra (scripts/services.sh), runs every test of the workspace against
-# them, and stops the services it started. One build serves all test binaries.
+# them, fuzzes the parsers of hostile input (scripts/fuzz.sh), and stops the services
+# it started. One build serves all test binaries.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -37,3 +38,6 @@ fi
 export LEDGER_KAFKA_BROKERS="${LEDGER_KAFKA_BROKERS:-127.0.0.1:9092}"
 export LEDGER_SCYLLA_NODES="${LEDGER_SCYLLA_NODES:-127.0.0.1:9042}"
 cargo test --workspace "$@"
+# Then the parsers of hostile input under coverage-guided fuzzing, 30 s per target
+# (LEDGER_FUZZ_SECONDS; 0 skips).
+scripts/fuzz.sh
