@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use ledger_core::ports::{
-    BackendError, LogEnd, LogReader, LogSource, Position, ProjectionStore, StartFrom,
+    BackendError, LogEnd, LogReader, LogSource, Position, ProjectionStore, resume_after_projection,
 };
 use ledger_core::{FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
 use ledger_telemetry::metrics::register;
@@ -300,21 +300,18 @@ impl FamilyView {
         self.read.send_replace(Read { next: Some(next) });
     }
 
-    /// Reads the projector's checkpoint *before* the snapshot, so the snapshot holds at
-    /// least everything before it and the reader, starting there, misses nothing
-    /// (what both hold is applied twice, which the join makes harmless).
+    /// The store's snapshot at the projector's checkpoint, and a reader from there
+    /// ([`resume_after_projection`]).
     async fn bootstrap(&self) -> Result<Box<dyn LogReader>, BackendError> {
-        let positions = self.source.committed(&self.config.projector_group).await?;
-        let snapshot = self.store.snapshot().await?;
+        let (snapshot, reader, positions) = resume_after_projection(
+            self.source.as_ref(),
+            self.store.as_ref(),
+            &self.config.projector_group,
+        )
+        .await?;
         let families = snapshot.families().len();
         FAMILIES.set(i64::try_from(families).unwrap_or(i64::MAX));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
-        let start = if positions.is_empty() {
-            StartFrom::Beginning
-        } else {
-            StartFrom::Positions(positions.clone())
-        };
-        let reader = self.source.reader(start).await?;
         self.publish(reader.as_ref());
         tracing::info!(families, ?positions, "api view bootstrapped from the store");
         Ok(reader)

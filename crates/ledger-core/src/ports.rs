@@ -192,6 +192,27 @@ pub trait LogSource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Where a reader that folds the log into a [`Projection`] starts: the store's snapshot
+/// and a reader at the projector's (`group`'s) checkpoint, with those positions. The
+/// checkpoint is read *before* the snapshot, so the snapshot holds at least everything
+/// before it and the reader misses nothing; what both hold is applied twice, which
+/// the join makes harmless.
+pub async fn resume_after_projection(
+    source: &dyn LogSource,
+    store: &dyn ProjectionStore,
+    group: &str,
+) -> Result<(Projection, Box<dyn LogReader>, Vec<Position>), BackendError> {
+    let positions = source.committed(group).await?;
+    let snapshot = store.snapshot().await?;
+    let start = if positions.is_empty() {
+        StartFrom::Beginning
+    } else {
+        StartFrom::Positions(positions.clone())
+    };
+    let reader = source.reader(start).await?;
+    Ok((snapshot, reader, positions))
+}
+
 /// The projected state (D4, D5): per-family state and per-subject revocations.
 ///
 /// **Invariant**: `write` *merges* (joins) into what is stored; writing the same batch

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::Timestamp;
-use ledger_core::ports::{BackendError, LogSource, ProjectionStore, StartFrom};
+use ledger_core::ports::{BackendError, LogSource, ProjectionStore, resume_after_projection};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::LazyLock;
@@ -164,24 +164,22 @@ impl ViewFeeder {
         }
     }
 
-    /// Reads the projector's checkpoint *before* the snapshot: the snapshot then holds
-    /// at least everything before the checkpoint, and tailing from it misses nothing
-    /// (overlap is harmless: the view is monotone).
+    /// The store's snapshot at the projector's checkpoint, and a reader from there
+    /// ([`resume_after_projection`]).
     async fn bootstrap(&self) -> Result<Box<dyn ledger_core::ports::LogReader>, BackendError> {
-        let positions = self.log.committed(&self.config.projector_group).await?;
-        let snapshot = self.store.snapshot().await?;
+        let (snapshot, reader, positions) = resume_after_projection(
+            self.log.as_ref(),
+            self.store.as_ref(),
+            &self.config.projector_group,
+        )
+        .await?;
         let families = snapshot.families().len();
         self.view.bootstrap(snapshot);
-        let start = if positions.is_empty() {
-            StartFrom::Beginning
-        } else {
-            StartFrom::Positions(positions.clone())
-        };
         tracing::info!(
             families,
             ?positions,
             "validator bootstrapped from the store"
         );
-        self.log.reader(start).await
+        Ok(reader)
     }
 }
