@@ -5,7 +5,7 @@
 # `EXISTS` over the same loopback at the same connection count.
 #
 #   scripts/bench-http.sh [--redis URL] [--seconds S] [--connections C]
-#                         [--threads T] [--sessions N] [--runs R]
+#                         [--threads T] [--sessions N] [--runs R] [--perf DIR]
 #
 # Per run: /healthz (the HTTP floor: routing, middleware, a tiny answer), RFC 7662
 # introspection of one token repeated and of N distinct tokens, revocation lookups
@@ -13,7 +13,9 @@
 # short checked run makes sure every answer is a 200 and every token active
 # (scripts/wrk/validator.lua). Prints a Markdown table on stdout: the median of the
 # runs and their spread. Needs target/release/session-ledger (scripts/bench.sh builds
-# it); installs wrk with apt-get when it is missing.
+# it); installs wrk with apt-get when it is missing. With --perf DIR, the first run of
+# each case is also recorded with `perf record -g` on the service's process:
+# DIR/<case>.data, and the hottest symbols in DIR/<case>.txt.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +25,7 @@ connections=32
 threads=1
 sessions=256
 runs=3
+perf_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --redis) redis_url="$2"; shift 2 ;;
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
     --threads) threads="$2"; shift 2 ;;
     --sessions) sessions="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --perf) perf_dir="$2"; shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench-http.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -103,7 +107,20 @@ declare -A rps p99 p50
 for run in $(seq "$runs"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r name mode file <<<"$c"
+    perf=""
+    if [ -n "$perf_dir" ] && [ "$run" = 1 ]; then
+      mkdir -p "$perf_dir"
+      perf record -q -F 999 -g -p "$pid" -o "$perf_dir/$name.data" -- sleep "$seconds" \
+        >/dev/null 2>&1 &
+      perf=$!
+    fi
     summary="$(wrk_run "$mode" "$file" "$seconds")"
+    if [ -n "$perf" ]; then
+      wait "$perf" || log "perf record failed for $name"
+      perf report -i "$perf_dir/$name.data" --no-children --sort dso,symbol \
+        --percent-limit 0.5 --stdio 2>/dev/null | grep -E '^ +[0-9]' >"$perf_dir/$name.txt" || true
+      log "profile of $name: $perf_dir/$name.txt"
+    fi
     [ "$(field errors "$summary")" = 0 ] || { log "$name: errors: $summary"; exit 1; }
     r="$(awk -v n="$(field requests "$summary")" -v s="$(field seconds "$summary")" 'BEGIN { printf "%.0f", n / s }')"
     rps[$name]+="$r "

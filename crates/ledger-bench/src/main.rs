@@ -87,8 +87,9 @@ struct Cli {
     #[arg(long, default_value_t = 60_000)]
     kafka_events: usize,
     /// Only these rows: `kafka-refresh` is row 4 on Kafka + CQL alone, in every
-    /// setting of the fence (needs `--kafka`); `projector` is rows 6 and 7 (the
-    /// projector on Kafka → CQL too with `--kafka`, and replay).
+    /// setting of the fence (needs `--kafka`); `embedded-refresh` is row 4 on the
+    /// embedded backend in both settings of `LEDGER_API_VIEW`; `projector` is rows 6
+    /// and 7 (the projector on Kafka → CQL too with `--kafka`, and replay).
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
@@ -96,6 +97,7 @@ struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Only {
     KafkaRefresh,
+    EmbeddedRefresh,
     Projector,
 }
 
@@ -131,6 +133,14 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             .as_deref()
             .context("--only kafka-refresh needs --kafka")?;
         kafka_refresh_rows(&mut table, cli, brokers).await?;
+        return Ok((table, None));
+    }
+    if cli.only == Some(Only::EmbeddedRefresh) {
+        for &(env, setting) in &EMBEDDED_REFRESH {
+            let app = service::App::start_embedded_with(env).await?;
+            refresh_row(&mut table, &app, cli, setting).await?;
+            app.stop().await?;
+        }
         return Ok((table, None));
     }
     if cli.only == Some(Only::Projector) {
@@ -523,15 +533,13 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
             ratio(lookups_http.per_second(), l.per_second())
         }),
     );
-    service_rows(
-        &mut table,
-        &app,
-        cli,
-        "POST /oauth2/token, embedded backend, one fsync per group commit",
-        "embedded",
-    )
-    .await?;
+    service_rows(&mut table, &app, cli, EMBEDDED_REFRESH[0].1, "embedded").await?;
     app.stop().await?;
+    for &(env, setting) in &EMBEDDED_REFRESH[1..] {
+        let app = service::App::start_embedded_with(env).await?;
+        refresh_row(&mut table, &app, cli, setting).await?;
+        app.stop().await?;
+    }
 
     // Row 8: an instance of its own, so the other rows run without a transmitter.
     let app = service::App::start_with_ssf(None).await?;
@@ -661,6 +669,18 @@ async fn service_rows(
     );
     Ok(())
 }
+
+/// The settings row 4 measures on the embedded backend: (environment, description).
+const EMBEDDED_REFRESH: [(&[(&str, &str)], &str); 2] = [
+    (
+        &[],
+        "POST /oauth2/token, embedded backend, one fsync per group commit; the API's own view of the log in memory (LEDGER_API_VIEW=log, the default)",
+    ),
+    (
+        &[("LEDGER_API_VIEW", "store")],
+        "POST /oauth2/token, embedded backend as above; reading the store joined with the unprojected events per refresh (LEDGER_API_VIEW=store)",
+    ),
+];
 
 /// The settings of the fence row 4 measures on Kafka: (environment, description).
 const KAFKA_REFRESH: [(&[(&str, &str)], &str); 3] = [

@@ -49,6 +49,12 @@ impl App {
         Self::start_with(&env).await
     }
 
+    /// Starts on the embedded backend with `settings` added.
+    pub async fn start_embedded_with(settings: &[(&'static str, &str)]) -> anyhow::Result<App> {
+        let env: Vec<_> = settings.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        Self::start_with(&env).await
+    }
+
     /// Starts on Kafka + CQL (a topic and keyspace of its own) with `settings` added.
     pub async fn start_on_kafka_with(
         brokers: &str,

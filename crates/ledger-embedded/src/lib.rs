@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ledger_core::ports::{
-    BackendError, EventLog, HistorySource, LogReader, LogRecord, LogSource, Position,
+    BackendError, EventLog, HistorySource, LogEnd, LogReader, LogRecord, LogSource, Position,
     ProjectionStore, QueuedSet, SealStore, SsfStore, StartFrom, StoredStream,
 };
 use ledger_core::seal::Seal;
@@ -88,6 +88,9 @@ struct Inner {
     writer: Mutex<Connection>,
     /// Reads; WAL lets them run beside a write.
     reader: Mutex<Connection>,
+    /// The end of the log ([`LogEnd`]), asked before every refresh decides: on a
+    /// connection of its own, so it never waits for a longer read.
+    end: Mutex<Connection>,
     /// The highest offset appended so far; readers wait on it.
     appended: watch::Sender<i64>,
     /// Appends waiting for the next group commit.
@@ -145,6 +148,7 @@ impl Embedded {
         let writer = connect(&path)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
         let reader = connect(&path)?;
+        let end = connect(&path)?;
         let last: i64 = writer
             .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
                 r.get(0)
@@ -156,6 +160,7 @@ impl Embedded {
                 path,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
+                end: Mutex::new(end),
                 appended,
                 commits: Mutex::default(),
             }),
@@ -475,19 +480,26 @@ impl LogSource for Embedded {
     }
 
     async fn end(&self) -> Result<Option<Vec<Position>>, BackendError> {
+        LogEnd::end(self).await.map(Some)
+    }
+}
+
+#[async_trait]
+impl LogEnd for Embedded {
+    async fn end(&self) -> Result<Vec<Position>, BackendError> {
         // Read from the database, not the in-process counter: another process may
         // append to the same file.
-        let last: i64 = self
-            .read(|c| {
-                c.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| {
-                    r.get(0)
-                })
-            })
-            .await?;
-        Ok(Some(vec![Position {
+        let inner = self.inner.clone();
+        let last: i64 = blocking(move || {
+            let conn = inner.end.lock().unwrap_or_else(|p| p.into_inner());
+            let mut max = conn.prepare_cached("SELECT COALESCE(MAX(offset), 0) FROM events")?;
+            max.query_row([], |r| r.get(0))
+        })
+        .await?;
+        Ok(vec![Position {
             partition: 0,
             offset: u64::try_from(last + 1).unwrap_or_default(),
-        }]))
+        }])
     }
 }
 

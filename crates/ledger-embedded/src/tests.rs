@@ -33,10 +33,20 @@ async fn the_end_of_the_log_is_the_offset_after_the_newest_event() {
             offset,
         }])
     };
-    assert_eq!(log.end().await.unwrap(), end(1));
+    assert_eq!(LogSource::end(&log).await.unwrap(), end(1));
+    assert_eq!(LogEnd::end(&log).await.unwrap(), end(1).unwrap());
     let (_, events) = history(Timestamp::now());
     log.append(&events).await.unwrap();
-    assert_eq!(log.end().await.unwrap(), end(events.len() as u64 + 1));
+    let after = events.len() as u64 + 1;
+    assert_eq!(LogSource::end(&log).await.unwrap(), end(after));
+    assert_eq!(LogEnd::end(&log).await.unwrap(), end(after).unwrap());
+
+    // Another process appending to the same file moves the end too.
+    let other = Embedded::open(dir.path()).unwrap();
+    let (_, more) = history(Timestamp::now());
+    other.append(&more).await.unwrap();
+    let after = after + more.len() as u64;
+    assert_eq!(LogEnd::end(&log).await.unwrap(), end(after).unwrap());
 }
 
 #[tokio::test]

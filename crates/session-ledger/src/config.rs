@@ -45,6 +45,11 @@ pub struct Settings {
     pub validator_max_staleness: Duration,
     /// How long the API trusts its own recent writes over a lagging projection.
     pub read_your_writes: Duration,
+    /// How long a refresh waits for the API to hold every event the log acknowledged
+    /// before it arrived (`None`: it does not wait; see [`ApiView`]).
+    pub api_fence: Option<Duration>,
+    /// Where a refresh behind the fence reads the family from.
+    pub api_view: ApiView,
     pub backend: Backend,
     /// Where validators fetch verification keys (instead of the local key directory).
     pub jwks_url: Option<String>,
@@ -81,11 +86,6 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Topics replicated from other regions, read after `topic` (never appended to).
     pub remote_topics: Vec<String>,
-    /// How long an API instance waits for the projection to hold a family's
-    /// acknowledged events before deciding on it (`None`: it does not wait).
-    pub api_fence: Option<Duration>,
-    /// Where a refresh behind the fence reads the family from.
-    pub api_view: ApiView,
     pub partitions: i32,
     pub replication_factor: i32,
     pub delivery_timeout: Duration,
@@ -222,12 +222,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "LEDGER_API_FENCE",
         "3s",
-        "with several API instances on one topic: how long a refresh waits to hold what other instances appended (503 after it); off = trust the projection as it is",
+        "how long a refresh waits to hold every event the log acknowledged before it arrived, from any instance or region (503 after it); off = trust the projection as it is (one API instance)",
     ),
     (
         "LEDGER_API_VIEW",
         "log",
-        "behind the fence, where a refresh reads the family: log = the API's own view of the log in memory (waits for its reader to reach the end of the log), store = the projection (waits for the projector's checkpoint)",
+        "behind the fence, where a refresh reads the family: log = the API's own view of the log in memory (waits for its reader to reach the end of the log), store = the projection (on Kafka it waits for the projector's checkpoint)",
     ),
     (
         "LEDGER_KAFKA_PARTITIONS",
@@ -371,6 +371,15 @@ impl Settings {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| invalid(var, &v, "must be a positive integer"))
         };
+        let api_fence = match value("LEDGER_API_FENCE") {
+            (v, _) if v == "off" => None,
+            (v, var) => Some(humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))?),
+        };
+        let api_view = match value("LEDGER_API_VIEW") {
+            (v, _) if v == "log" => ApiView::Log,
+            (v, _) if v == "store" => ApiView::Store,
+            (v, var) => return Err(invalid(var, &v, "must be log or store")),
+        };
         let backend = match value("LEDGER_BACKEND").0.as_str() {
             "embedded" => Backend::Embedded,
             "kafka" => Backend::Kafka(Box::new(KafkaSettings {
@@ -382,17 +391,6 @@ impl Settings {
                     .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty())
                     .collect(),
-                api_fence: match value("LEDGER_API_FENCE") {
-                    (v, _) if v == "off" => None,
-                    (v, var) => {
-                        Some(humantime::parse_duration(&v).map_err(|e| invalid(var, &v, e))?)
-                    }
-                },
-                api_view: match value("LEDGER_API_VIEW") {
-                    (v, _) if v == "log" => ApiView::Log,
-                    (v, _) if v == "store" => ApiView::Store,
-                    (v, var) => return Err(invalid(var, &v, "must be log or store")),
-                },
                 partitions: number("LEDGER_KAFKA_PARTITIONS")?,
                 replication_factor: number("LEDGER_KAFKA_REPLICATION_FACTOR")?,
                 delivery_timeout: duration("LEDGER_KAFKA_DELIVERY_TIMEOUT")?,
@@ -504,6 +502,8 @@ impl Settings {
             policy,
             validator_max_staleness: duration("LEDGER_VALIDATOR_MAX_STALENESS")?,
             read_your_writes: duration("LEDGER_READ_YOUR_WRITES")?,
+            api_fence,
+            api_view,
         })
     }
 }
@@ -607,17 +607,19 @@ mod tests {
 
     #[test]
     fn refreshes_behind_the_fence_read_the_apis_own_view_unless_told_otherwise() {
-        let kafka = |s: Settings| match s.backend {
-            Backend::Kafka(k) => k,
-            Backend::Embedded => panic!("not on kafka"),
-        };
-        let k = kafka(with(&[("LEDGER_BACKEND", "kafka")]).unwrap());
-        assert_eq!(k.api_view, ApiView::Log);
-        assert_eq!(k.api_fence, Some(Duration::from_secs(3)));
-        let k = kafka(with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "store")]).unwrap());
-        assert_eq!(k.api_view, ApiView::Store);
-        let err = with(&[("LEDGER_BACKEND", "kafka"), ("LEDGER_API_VIEW", "memory")]).unwrap_err();
+        for backend in ["embedded", "kafka"] {
+            let s = with(&[("LEDGER_BACKEND", backend)]).unwrap();
+            assert_eq!(s.api_view, ApiView::Log);
+            assert_eq!(s.api_fence, Some(Duration::from_secs(3)));
+            let s = with(&[("LEDGER_BACKEND", backend), ("LEDGER_API_VIEW", "store")]).unwrap();
+            assert_eq!(s.api_view, ApiView::Store);
+            let s = with(&[("LEDGER_BACKEND", backend), ("LEDGER_API_FENCE", "off")]).unwrap();
+            assert_eq!(s.api_fence, None);
+        }
+        let err = with(&[("LEDGER_API_VIEW", "memory")]).unwrap_err();
         assert!(err.to_string().starts_with("LEDGER_API_VIEW: "), "{err}");
+        let err = with(&[("LEDGER_API_FENCE", "soon")]).unwrap_err();
+        assert!(err.to_string().starts_with("LEDGER_API_FENCE: "), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use base64::Engine;
 use ledger_api::http::ApiState;
 use ledger_api::{ServiceConfig, SessionService};
 use ledger_core::ports::{
-    EventLog, HistorySource, LogSource, ProjectionStore, SealStore, SsfStore,
+    EventLog, HistorySource, LogEnd, LogSource, ProjectionStore, SealStore, SsfStore,
 };
 use ledger_embedded::Embedded;
 use ledger_http::{Credentials, Scope};
@@ -256,31 +256,37 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 abort_after_append: settings.abort_after_append,
             },
         );
-        if let (Some(log), Backend::Kafka(k)) = (&ports.kafka, &settings.backend)
-            && let Some(wait) = k.api_fence
-        {
-            match k.api_view {
-                ApiView::Log => {
-                    let end = KafkaLogEnd::open(log.config(), wait)
+        if let Some(wait) = settings.api_fence {
+            let view = |end: Arc<dyn LogEnd>| {
+                Arc::new(ledger_api::FamilyView::new(
+                    ports.source.clone(),
+                    end,
+                    ports.store.clone(),
+                    ledger_api::FamilyViewConfig::new(projector_group(&settings), wait),
+                ))
+            };
+            let view = match (&settings.api_view, &ports.kafka, &ports.embedded) {
+                (ApiView::Log, Some(log), _) => Some(view(Arc::new(
+                    KafkaLogEnd::open(log.config(), wait)
                         .await
-                        .context("opening the end of the log for the api's view")?;
-                    let view = Arc::new(ledger_api::FamilyView::new(
-                        ports.source.clone(),
-                        Arc::new(end),
-                        ports.store.clone(),
-                        ledger_api::FamilyViewConfig::new(projector_group(&settings), wait),
-                    ));
-                    let token = shutdown.clone();
-                    let running = view.clone();
-                    tasks.spawn(async move { running.run(token).await.context("api view") });
-                    service = service.with_view(view);
-                }
-                ApiView::Store => {
+                        .context("opening the end of the log for the api's view")?,
+                ))),
+                (ApiView::Log, None, Some(embedded)) => Some(view(Arc::new(embedded.clone()))),
+                (ApiView::Store, Some(log), _) => {
                     let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
                         .await
                         .context("opening the projection fence")?;
                     service = service.with_fence(Arc::new(fence));
+                    None
                 }
+                // The embedded store read above is already as of the end of the log.
+                (ApiView::Store, None, _) | (ApiView::Log, None, None) => None,
+            };
+            if let Some(view) = view {
+                let token = shutdown.clone();
+                let running = view.clone();
+                tasks.spawn(async move { running.run(token).await.context("api view") });
+                service = service.with_view(view);
             }
         }
         let state = ApiState {

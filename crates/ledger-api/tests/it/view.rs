@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ledger_api::{
     FamilyView, FamilyViewConfig, OpenSession, ServiceConfig, SessionError, SessionService,
 };
-use ledger_core::ports::{BackendError, LogEnd, LogSource, Position};
+use ledger_core::ports::{BackendError, LogEnd, Position};
 use ledger_embedded::Embedded;
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, KeyDir};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ impl LogEnd for End {
         if self.down.load(Ordering::SeqCst) {
             return Err(BackendError::unavailable("the log is down"));
         }
-        Ok(self.log.end().await?.unwrap_or_default())
+        LogEnd::end(&self.log).await
     }
 }
 
