@@ -98,6 +98,16 @@ impl Graph {
             .map(|(dep, _)| dep.clone())
             .collect()
     }
+
+    /// The workspace crates `package` depends on directly, for its tests and build
+    /// scripts too.
+    fn direct_members_of_any_kind(&self, package: &str) -> BTreeSet<String> {
+        self.deps[package]
+            .iter()
+            .filter(|(dep, _)| self.members.contains(dep))
+            .map(|(dep, _)| dep.clone())
+            .collect()
+    }
 }
 
 #[test]
@@ -123,15 +133,47 @@ fn the_core_links_no_runtime_http_or_database_crate() {
     assert!(linked.contains("serde_json"), "{linked:?}");
 }
 
+/// The clock sits beside the core: it depends on the core alone and links no runtime,
+/// HTTP or database crate, and the core depends on no workspace crate at all, not even
+/// for its tests (they use fixed instants and ids).
 #[test]
-fn adapters_depend_on_the_core_alone() {
+fn the_clock_depends_on_the_core_alone_and_the_core_on_nothing() {
+    let graph = Graph::load();
+    assert_eq!(
+        graph.direct_members_of_any_kind("ledger-core"),
+        BTreeSet::new(),
+        "ledger-core depends on workspace crates"
+    );
+    assert_eq!(
+        graph.direct_members_of_any_kind("ledger-clock"),
+        BTreeSet::from(["ledger-core".to_owned()]),
+        "ledger-clock depends on other workspace crates than ledger-core"
+    );
+    let linked = graph.linked("ledger-clock");
+    let io = [
+        "tokio",
+        "mio",
+        "actix-web",
+        "hyper",
+        "reqwest",
+        "rdkafka",
+        "scylla",
+    ];
+    let found: Vec<&str> = io.into_iter().filter(|c| linked.contains(*c)).collect();
+    assert!(found.is_empty(), "ledger-clock links {found:?}");
+    // The check sees the graph: the clock does link the core and its uuid crate.
+    assert!(linked.contains("ledger-core") && linked.contains("uuid"));
+}
+
+#[test]
+fn adapters_depend_on_the_core_and_the_clock_alone() {
     let graph = Graph::load();
     for adapter in ["ledger-embedded", "ledger-kafka", "ledger-scylla"] {
         let members = graph.direct_members(adapter);
-        let expected = BTreeSet::from(["ledger-core".to_owned()]);
+        let expected = BTreeSet::from(["ledger-clock".to_owned(), "ledger-core".to_owned()]);
         assert_eq!(
             members, expected,
-            "{adapter} depends on other workspace crates than ledger-core"
+            "{adapter} depends on other workspace crates than ledger-core and ledger-clock"
         );
     }
 }
@@ -162,10 +204,14 @@ fn the_auditors_library_serves_no_http_and_knows_no_binary() {
         );
     }
     let members = graph.direct_members("ledger-audit");
-    let expected = BTreeSet::from(["ledger-core".to_owned(), "ledger-token".to_owned()]);
+    let expected = BTreeSet::from([
+        "ledger-clock".to_owned(),
+        "ledger-core".to_owned(),
+        "ledger-token".to_owned(),
+    ]);
     assert_eq!(
         members, expected,
-        "ledger-audit reads through the core's ports and the token crate's keys only"
+        "ledger-audit reads through the core's ports, the token crate's keys and the clock only"
     );
     // The binary fronts the auditors' tools through this crate.
     assert!(
