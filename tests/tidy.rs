@@ -98,6 +98,16 @@ impl Graph {
             .map(|(dep, _)| dep.clone())
             .collect()
     }
+
+    /// The workspace crates `package` depends on directly, for its tests and build
+    /// scripts too.
+    fn direct_members_of_any_kind(&self, package: &str) -> BTreeSet<String> {
+        self.deps[package]
+            .iter()
+            .filter(|(dep, _)| self.members.contains(dep))
+            .map(|(dep, _)| dep.clone())
+            .collect()
+    }
 }
 
 #[test]
@@ -123,15 +133,47 @@ fn the_core_links_no_runtime_http_or_database_crate() {
     assert!(linked.contains("serde_json"), "{linked:?}");
 }
 
+/// The clock sits beside the core: it depends on the core alone and links no runtime,
+/// HTTP or database crate, and the core depends on no workspace crate at all, not even
+/// for its tests (they use fixed instants and ids).
 #[test]
-fn adapters_depend_on_the_core_alone() {
+fn the_clock_depends_on_the_core_alone_and_the_core_on_nothing() {
+    let graph = Graph::load();
+    assert_eq!(
+        graph.direct_members_of_any_kind("ledger-core"),
+        BTreeSet::new(),
+        "ledger-core depends on workspace crates"
+    );
+    assert_eq!(
+        graph.direct_members_of_any_kind("ledger-clock"),
+        BTreeSet::from(["ledger-core".to_owned()]),
+        "ledger-clock depends on other workspace crates than ledger-core"
+    );
+    let linked = graph.linked("ledger-clock");
+    let io = [
+        "tokio",
+        "mio",
+        "actix-web",
+        "hyper",
+        "reqwest",
+        "rdkafka",
+        "scylla",
+    ];
+    let found: Vec<&str> = io.into_iter().filter(|c| linked.contains(*c)).collect();
+    assert!(found.is_empty(), "ledger-clock links {found:?}");
+    // The check sees the graph: the clock does link the core and its uuid crate.
+    assert!(linked.contains("ledger-core") && linked.contains("uuid"));
+}
+
+#[test]
+fn adapters_depend_on_the_core_and_the_clock_alone() {
     let graph = Graph::load();
     for adapter in ["ledger-embedded", "ledger-kafka", "ledger-scylla"] {
         let members = graph.direct_members(adapter);
-        let expected = BTreeSet::from(["ledger-core".to_owned()]);
+        let expected = BTreeSet::from(["ledger-clock".to_owned(), "ledger-core".to_owned()]);
         assert_eq!(
             members, expected,
-            "{adapter} depends on other workspace crates than ledger-core"
+            "{adapter} depends on other workspace crates than ledger-core and ledger-clock"
         );
     }
 }
@@ -162,10 +204,14 @@ fn the_auditors_library_serves_no_http_and_knows_no_binary() {
         );
     }
     let members = graph.direct_members("ledger-audit");
-    let expected = BTreeSet::from(["ledger-core".to_owned(), "ledger-token".to_owned()]);
+    let expected = BTreeSet::from([
+        "ledger-clock".to_owned(),
+        "ledger-core".to_owned(),
+        "ledger-token".to_owned(),
+    ]);
     assert_eq!(
         members, expected,
-        "ledger-audit reads through the core's ports and the token crate's keys only"
+        "ledger-audit reads through the core's ports, the token crate's keys and the clock only"
     );
     // The binary fronts the auditors' tools through this crate.
     assert!(
@@ -259,42 +305,44 @@ fn citations_are_found_in_comments_only() {
     assert!(citations("let x = D4; // HS256, I/O, D3x").is_empty());
 }
 
-/// How Rust code reads the clock or draws randomness, directly or through the core's own
-/// constructors that do.
-const CLOCK_OR_RANDOMNESS: [&str; 11] = [
+/// How Rust code reads the clock or draws randomness: directly, through `ledger-clock`,
+/// or through the constructors the core once had for it.
+const CLOCK_OR_RANDOMNESS: [&str; 17] = [
     "SystemTime::now",
     "Instant::now",
+    ".elapsed()",
+    "now_v1",
+    "now_v6",
     "now_v7",
     "new_v4",
+    "new_v7",
     "rand::",
     "thread_rng",
     "OsRng",
     "getrandom",
+    "ledger_clock",
+    "set_test_clock_offset",
     "Timestamp::now",
     "EventId::random",
     "SessionId::generate",
 ];
 
-/// The rules are pure functions of their inputs (D7): nothing in `ledger-core` outside
-/// its tests reads the clock or draws randomness, except the constructors that do it for
-/// callers (`Timestamp::now`, `SessionId::generate`, `EventId::random`) and the test
-/// fixtures of `ledger_core::testing`. `decide`, `explain` and `backtest` take the
-/// instant and the event ids they need from their caller.
+/// The rules are pure functions of their inputs (D7): nothing in `ledger-core`, its tests
+/// and test fixtures included, reads the clock or draws randomness. `decide`, `explain`
+/// and `backtest` take the instant and the event ids they need from their caller, who
+/// reads them through `ledger-clock`; the core's tests use fixed instants and counted
+/// ids (`ledger_core::testing`).
 #[test]
 fn the_core_reads_no_clock_and_draws_no_randomness() {
-    let src = workspace_root().join("crates/ledger-core/src");
+    let core = workspace_root().join("crates/ledger-core");
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(&core, &mut files);
+    let mut scanned = BTreeSet::new();
     let mut found = BTreeSet::new();
     for file in files {
-        let name = file.strip_prefix(&src).unwrap().display().to_string();
-        if name.ends_with("tests.rs") || name == "testing.rs" {
-            continue;
-        }
+        let name = file.strip_prefix(&core).unwrap().display().to_string();
         let text = std::fs::read_to_string(&file).unwrap();
-        // Inline test modules close the files that have them.
-        let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap();
-        for (n, line) in code.lines().enumerate() {
+        for (n, line) in text.lines().enumerate() {
             let line = line.split("//").next().unwrap();
             for token in CLOCK_OR_RANDOMNESS {
                 if line.contains(token) {
@@ -302,23 +350,20 @@ fn the_core_reads_no_clock_and_draws_no_randomness() {
                 }
             }
         }
+        scanned.insert(name);
     }
-    let constructors: BTreeSet<&str> = found
-        .iter()
-        .filter(|f| {
-            (f.starts_with("timestamp.rs:") && f.ends_with(": SystemTime::now"))
-                || (f.starts_with("ids.rs:") && f.ends_with(": now_v7"))
-        })
-        .map(String::as_str)
-        .collect();
-    // The check sees the code: the constructors themselves are found.
-    assert_eq!(constructors.len(), 3, "{found:#?}");
-    let elsewhere: Vec<&String> = found
-        .iter()
-        .filter(|f| !constructors.contains(f.as_str()))
-        .collect();
+    // The check sees the code: the clock's old home, the fixtures and the tests.
+    for name in [
+        "src/timestamp.rs",
+        "src/ids.rs",
+        "src/testing.rs",
+        "src/decide/tests.rs",
+        "tests/it/histories.rs",
+    ] {
+        assert!(scanned.contains(name), "{name} not scanned: {scanned:#?}");
+    }
     assert!(
-        elsewhere.is_empty(),
-        "ledger-core reads the clock or draws randomness: {elsewhere:#?}"
+        found.is_empty(),
+        "ledger-core reads the clock or draws randomness: {found:#?}"
     );
 }

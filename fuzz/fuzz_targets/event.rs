@@ -2,7 +2,7 @@
 //! folds into a projection.
 #![no_main]
 
-use ledger_core::{Event, Projection, Timestamp};
+use ledger_core::{Event, Projection};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     projection.apply(&event);
     let _ = projection.digest();
     for family in projection.families() {
-        let _ = projection.status(&family.session_id, Timestamp::now());
+        let _ = projection.status(&family.session_id, ledger_clock::now());
     }
-    projection.prune(Timestamp::now());
+    projection.prune(ledger_clock::now());
     let _ = event.partition_key();
 });

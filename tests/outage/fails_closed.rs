@@ -316,7 +316,7 @@ async fn issued_in_log(env: &HashMap<String, String>) -> HashSet<(String, String
         ledger_kafka::KafkaConfig::new(&env["LEDGER_KAFKA_BROKERS"], &env["LEDGER_KAFKA_TOPIC"]);
     config.partitions = 3;
     let log = ledger_kafka::KafkaLog::connect(config).await.unwrap();
-    let started = ledger_core::Timestamp::now();
+    let started = ledger_clock::now();
     let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
     let mut issued = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);

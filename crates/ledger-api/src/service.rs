@@ -313,9 +313,9 @@ impl SessionService {
         }
         let client_id = request.client_id.map(validate_client_id).transpose()?;
         let claims = validate_claims(request.claims)?;
-        let session_id = SessionId::generate();
+        let session_id = ledger_clock::new_session_id();
         let subject_revocation = self.subject_revocation(&subject).await?;
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let jti = new_jti();
         let command = Command::Open {
             session_id,
@@ -357,7 +357,7 @@ impl SessionService {
         let subject_revocation = self
             .fenced_subject_revocation(&state.subject, &mut stages)
             .await?;
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let command = Command::Refresh {
             session_id,
             presented,
@@ -419,7 +419,7 @@ impl SessionService {
         let as_access = || {
             let claims = self
                 .access_validator
-                .validate(token, Timestamp::now())
+                .validate(token, ledger_clock::now())
                 .ok()?;
             let id = claims.session_id().ok()?;
             Some((id, Subject::parse(claims.sub.as_str()).ok()))
@@ -455,7 +455,7 @@ impl SessionService {
                 session_id,
                 subject,
                 reason,
-                &self.ctx(Timestamp::now(), trace),
+                &self.ctx(ledger_clock::now(), trace),
             );
             self.append(std::slice::from_ref(&event)).await?;
             tracing::info!(%session_id, reason = reason.as_str(), "session revoked before its state was seen");
@@ -467,7 +467,7 @@ impl SessionService {
             Some(&state),
             subject_revocation.as_ref(),
             command,
-            &self.ctx(Timestamp::now(), trace),
+            &self.ctx(ledger_clock::now(), trace),
         )?;
         self.append(&events).await?;
         if !events.is_empty() {
@@ -487,7 +487,7 @@ impl SessionService {
         let event = decide_subject_revoke(
             subject.clone(),
             RevokeReason::Admin,
-            &self.ctx(Timestamp::now(), trace),
+            &self.ctx(ledger_clock::now(), trace),
         );
         self.append(std::slice::from_ref(&event)).await?;
         tracing::info!(%subject, "subject revoked everywhere");
@@ -501,7 +501,7 @@ impl SessionService {
             .await?
             .ok_or(SessionError::NotFound)?;
         let subject_revocation = self.subject_revocation(&state.subject).await?;
-        let status = FamilyStatus::of(&state, subject_revocation.as_ref(), Timestamp::now());
+        let status = FamilyStatus::of(&state, subject_revocation.as_ref(), ledger_clock::now());
         let history = self.history.history(session_id).await?;
         Ok(SessionView {
             state,
@@ -515,7 +515,7 @@ impl SessionService {
     /// still being projected, so "retry shortly"; an older one has expired.
     fn unknown_family(&self, id: SessionId, gone: impl FnOnce() -> SessionError) -> SessionError {
         let recent = id.created_at().is_some_and(|created| {
-            Timestamp::now().duration_since(created) < self.config.read_your_writes
+            ledger_clock::now().duration_since(created) < self.config.read_your_writes
         });
         if recent {
             tracing::info!(session_id = %id, "family not projected yet; asking to retry");
@@ -539,7 +539,7 @@ impl SessionService {
             policy: &self.config.policy,
             region: &self.config.region,
             trace_context,
-            event_id: ledger_core::EventId::random(),
+            event_id: ledger_clock::new_event_id(),
         }
     }
 

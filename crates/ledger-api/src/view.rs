@@ -15,7 +15,7 @@ use std::time::Duration;
 use ledger_core::ports::{
     BackendError, LogEnd, LogReader, LogSource, Position, ProjectionStore, resume_after_projection,
 };
-use ledger_core::{FamilyState, Projection, SessionId, Subject, SubjectRevocation, Timestamp};
+use ledger_core::{FamilyState, Projection, SessionId, Subject, SubjectRevocation};
 use ledger_telemetry::metrics::register;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{Notify, oneshot, watch};
@@ -283,7 +283,7 @@ impl FamilyView {
             }
             if last_prune.elapsed() >= self.config.prune_every {
                 let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-                let pruned = state.prune(Timestamp::now());
+                let pruned = state.prune(ledger_clock::now());
                 FAMILIES.set(i64::try_from(state.families().len()).unwrap_or(i64::MAX));
                 tracing::debug!(pruned, "api view pruned expired entries");
                 last_prune = tokio::time::Instant::now();

@@ -49,7 +49,7 @@ pub async fn backtest(
         Ok(Flow::Continue)
     })
     .await?;
-    Ok(backtest.finish(Timestamp::now()))
+    Ok(backtest.finish(ledger_clock::now()))
 }
 
 fn policy_line(p: &Policy) -> String {
@@ -271,7 +271,7 @@ mod tests {
     fn report_of(events: &[ledger_core::Event], candidate: &Policy) -> BacktestReport {
         let mut b = Backtest::new(Policy::default(), candidate.clone()).unwrap();
         events.iter().for_each(|e| b.push(e));
-        b.finish(Timestamp::now())
+        b.finish(ledger_clock::now())
     }
 
     #[test]
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn the_table_and_json_name_each_diverging_family() {
         // Unused since a login two hours ago: live under a day's idle, ended under 30 min.
-        let start = Timestamp::now().saturating_sub(Duration::from_secs(7200));
+        let start = ledger_clock::now().saturating_sub(Duration::from_secs(7200));
         let (id, login) = ledger_core::testing::login("alice", start);
         let candidate = Overrides {
             idle: Some(Duration::from_secs(1800)),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ledger_core::Timestamp;
 use ledger_token::AccessTokenValidator;
 use redis::aio::MultiplexedConnection;
 
@@ -153,7 +152,7 @@ impl Redis {
                 for (token, _, _) in tokens.get(w * per_worker..end).unwrap_or_default() {
                     let t = Instant::now();
                     let claims = validator
-                        .validate(token, Timestamp::now())
+                        .validate(token, ledger_clock::now())
                         .map_err(|e| anyhow::anyhow!("benchmark token refused: {e}"))?;
                     let n: i64 = redis::cmd("EXISTS")
                         .arg(&claims.jti)

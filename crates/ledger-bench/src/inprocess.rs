@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger_core::{
-    EVENT_SCHEMA_VERSION, Event, EventId, EventKind, Generation, RevocationScope, RevokeReason,
-    SessionId, SessionIssued, SessionRevokedAll, SessionWindow, Subject, Timestamp,
+    EVENT_SCHEMA_VERSION, Event, EventKind, Generation, RevocationScope, RevokeReason, SessionId,
+    SessionIssued, SessionRevokedAll, SessionWindow, Subject, Timestamp,
 };
 use ledger_token::{AccessTokenIssuer, AccessTokenValidator, MintAccess, SigningKeys};
 use ledger_validator::{Introspection, Introspector, RevocationView, Verdict};
@@ -36,7 +36,7 @@ pub fn subject(i: usize) -> String {
 /// A family-scope signout event, as the API appends it.
 pub fn revocation_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
     Event {
-        event_id: EventId::random(),
+        event_id: ledger_clock::new_event_id(),
         schema_version: EVENT_SCHEMA_VERSION,
         session_id: Some(id),
         subject: Subject::parse(subject).expect("bench subjects (`user-<n>`) are valid"),
@@ -63,7 +63,7 @@ pub fn revocation_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
 /// (`apply` of log events), counting what the allocator kept.
 pub fn populate(n: usize, now: Timestamp) -> Population {
     progress(&format!("building a view of {n} revoked families"));
-    let revoked: Vec<SessionId> = (0..n).map(|_| SessionId::generate()).collect();
+    let revoked: Vec<SessionId> = (0..n).map(|_| ledger_clock::new_session_id()).collect();
     let started = Instant::now();
     let before = ALLOCATOR.allocated();
     let view = Arc::new(RevocationView::new(Duration::from_secs(3600)));
@@ -75,7 +75,7 @@ pub fn populate(n: usize, now: Timestamp) -> Population {
             .collect();
         view.apply_events(&events);
     }
-    view.apply(&[], vec![], Some(0), Some(Timestamp::now()));
+    view.apply(&[], vec![], Some(0), Some(ledger_clock::now()));
     let counted_bytes = ALLOCATOR.allocated().saturating_sub(before);
     let build = started.elapsed();
     let accounted_bytes = view.heap_bytes();
@@ -95,7 +95,7 @@ pub fn populate(n: usize, now: Timestamp) -> Population {
 fn login_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
     let later = |s| now.saturating_add(Duration::from_secs(s));
     Event {
-        event_id: EventId::random(),
+        event_id: ledger_clock::new_event_id(),
         schema_version: EVENT_SCHEMA_VERSION,
         session_id: Some(id),
         subject: Subject::parse(subject).expect("bench subjects (`user-<n>`) are valid"),
@@ -110,7 +110,7 @@ fn login_event(id: SessionId, subject: &str, now: Timestamp) -> Event {
                 started_at: now,
                 expires_at: later(30 * 86_400),
             },
-            access_jti: EventId::random().to_string(),
+            access_jti: ledger_clock::new_event_id().to_string(),
             access_expires_at: later(900),
             refresh_expires_at: later(86_400),
             retain_until: later(86_400 + 40),
@@ -132,7 +132,7 @@ pub fn mixed_memory(n: usize, one_revoked_in: usize, now: Timestamp) -> (usize, 
     for start in (0..n).step_by(100_000) {
         let events: Vec<Event> = (start..(start + 100_000).min(n))
             .map(|i| {
-                let id = SessionId::generate();
+                let id = ledger_clock::new_session_id();
                 if i % one_revoked_in == 0 {
                     revoked += 1;
                     revocation_event(id, &subject(i), now)
@@ -143,7 +143,7 @@ pub fn mixed_memory(n: usize, one_revoked_in: usize, now: Timestamp) -> (usize, 
             .collect();
         view.apply_events(&events);
     }
-    view.apply(&[], vec![], Some(0), Some(Timestamp::now()));
+    view.apply(&[], vec![], Some(0), Some(ledger_clock::now()));
     let counted = ALLOCATOR.allocated().saturating_sub(before);
     drop(view);
     (counted, revoked)
@@ -168,7 +168,7 @@ pub fn queries(population: &Population, n: usize, one_in: usize) -> Vec<Query> {
             let id = if i % one_in == 0 && !population.revoked.is_empty() {
                 population.revoked[(rng % population.revoked.len() as u64) as usize]
             } else {
-                SessionId::generate()
+                ledger_clock::new_session_id()
             };
             Query {
                 id,
@@ -207,7 +207,7 @@ pub fn lookups(
     shared: bool,
 ) -> Throughput {
     let subjects: Vec<String> = (0..SUBJECTS).map(subject).collect();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let issued_at = now.saturating_sub(Duration::from_secs(10));
     let total = AtomicU64::new(0);
     let revoked = AtomicU64::new(0);
@@ -274,7 +274,7 @@ pub fn mint(population: &Population, n: usize, threads: usize) -> Tokens {
         Duration::from_secs(10),
     );
     let issuer = AccessTokenIssuer::new(keys, ISSUER, AUDIENCE);
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let per_thread = n.div_ceil(threads.max(1));
     let mut tokens = Vec::with_capacity(n);
     std::thread::scope(|s| {
@@ -290,9 +290,9 @@ pub fn mint(population: &Population, n: usize, threads: usize) -> Tokens {
                             let id = if revoked {
                                 population.revoked[i / 2 % population.revoked.len()]
                             } else {
-                                SessionId::generate()
+                                ledger_clock::new_session_id()
                             };
-                            let jti = SessionId::generate().to_string();
+                            let jti = ledger_clock::new_session_id().to_string();
                             let sub = Subject::parse(subject(i))
                                 .expect("bench subjects (`user-<n>`) are valid");
                             let token = issuer.mint(&MintAccess {
@@ -392,7 +392,7 @@ pub fn validations_repeated(
 }
 
 fn introspected_active(introspector: &Introspector, token: &str) -> bool {
-    match introspector.introspect(token, Timestamp::now()) {
+    match introspector.introspect(token, ledger_clock::now()) {
         Introspection::Active(_) => true,
         Introspection::Revoked(_) => false,
         other => panic!("benchmark token not accepted: {other:?}"),

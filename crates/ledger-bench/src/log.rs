@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ledger_core::ports::{EventLog, LogSource, Position, ProjectionStore, StartFrom};
 use ledger_core::{
-    Command, DecideContext, Event, FamilyState, Policy, Projection, RevokeReason, SessionId,
-    Subject, Timestamp, decide,
+    Command, DecideContext, Event, FamilyState, Policy, Projection, RevokeReason, Subject, decide,
 };
 use ledger_embedded::Embedded;
 use ledger_projector::{Projector, ProjectorConfig};
@@ -47,19 +46,19 @@ pub fn generate(target: usize) -> anyhow::Result<(Vec<Event>, usize)> {
     let mut batch = Vec::with_capacity(target + 8);
     while written < target {
         let ctx = DecideContext {
-            now: Timestamp::now(),
+            now: ledger_clock::now(),
             policy: &policy,
             region: "bench",
             trace_context: None,
-            event_id: ledger_core::EventId::random(),
+            event_id: ledger_clock::new_event_id(),
         };
-        let id = SessionId::generate();
+        let id = ledger_clock::new_session_id();
         let open = Command::Open {
             session_id: id,
             subject: Subject::parse(format!("user-{}", families % 10_000))?,
             client_id: Some("bench".into()),
             claims: serde_json::Map::from_iter([("scope".to_owned(), "orders:read".into())]),
-            access_jti: SessionId::generate().to_string(),
+            access_jti: ledger_clock::new_session_id().to_string(),
         };
         let mut history = decide(None, None, open, &ctx)?;
         let mut state =
@@ -69,7 +68,7 @@ pub fn generate(target: usize) -> anyhow::Result<(Vec<Event>, usize)> {
             let refresh = Command::Refresh {
                 session_id: id,
                 presented,
-                access_jti: SessionId::generate().to_string(),
+                access_jti: ledger_clock::new_session_id().to_string(),
             };
             let events = decide(Some(&state), None, refresh, &ctx)?;
             for e in &events {

@@ -157,7 +157,7 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
     let not_run = || "not run (no --redis)".to_owned();
 
     // Row 1: in-process lookups at the default size, and the Redis baseline.
-    let now = ledger_core::Timestamp::now();
+    let now = ledger_clock::now();
     let population = inprocess::populate(cli.families, now);
     let queries = inprocess::queries(&population, 1 << 20, 2);
     progress(&format!(

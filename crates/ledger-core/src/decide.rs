@@ -41,7 +41,7 @@ pub struct DecideContext<'a> {
     /// revocation of a family not known yet. Events that record a fact every
     /// instance must agree on (a rotation, a reuse detection, a signout) get ids
     /// derived from the family instead. Callers draw a fresh one per decision
-    /// ([`EventId::random`]).
+    /// (`ledger_clock::new_event_id`).
     pub event_id: EventId,
 }
 

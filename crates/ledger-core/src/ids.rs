@@ -22,11 +22,6 @@ pub enum IdError {
 pub struct SessionId(Uuid);
 
 impl SessionId {
-    /// A new, time-ordered id (UUIDv7).
-    pub fn generate() -> Self {
-        SessionId(Uuid::now_v7())
-    }
-
     pub fn parse(s: &str) -> Result<Self, IdError> {
         Uuid::try_parse(s)
             .map(SessionId)
@@ -45,8 +40,8 @@ impl SessionId {
         self.0.as_bytes()
     }
 
-    /// When the id was generated (millisecond precision), for ids from
-    /// [`SessionId::generate`]; `None` for other UUID versions.
+    /// When the id was generated (millisecond precision), for time-ordered ids
+    /// (UUIDv7, as `ledger_clock::new_session_id` makes); `None` for other UUID versions.
     pub fn created_at(&self) -> Option<crate::Timestamp> {
         let (secs, nanos) = self.0.get_timestamp()?.to_unix();
         let micros = i64::try_from(secs).ok()?.checked_mul(1_000_000)? + i64::from(nanos / 1_000);
@@ -157,10 +152,6 @@ impl EventId {
     /// The namespace deterministic event ids are derived in (UUIDv5).
     const NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6467_6572_4000_8000_7365_7373_696f);
 
-    pub fn random() -> Self {
-        EventId(Uuid::now_v7())
-    }
-
     /// The id every instance derives for the same fact, e.g. "family F rotated to
     /// generation 7", so duplicates from concurrent or retried requests collapse.
     pub fn derived(session: SessionId, what: &str, generation: Generation) -> Self {
@@ -204,7 +195,7 @@ mod tests {
 
     #[test]
     fn derived_event_ids_are_stable_and_distinct() {
-        let s = SessionId::generate();
+        let s = SessionId::from_uuid(Uuid::from_u128(7));
         let a = EventId::derived(s, "refreshed", Generation::new(3));
         assert_eq!(a, EventId::derived(s, "refreshed", Generation::new(3)));
         assert_ne!(a, EventId::derived(s, "refreshed", Generation::new(4)));
@@ -212,22 +203,20 @@ mod tests {
     }
 
     #[test]
-    fn generated_ids_know_when_they_were_made() {
-        let before = crate::Timestamp::now();
-        let id = SessionId::generate();
-        let made = id.created_at().unwrap();
-        assert!(
-            made.unix_micros() >= before.unix_micros() - 1_000,
-            "{made} < {before}"
+    fn time_ordered_ids_know_when_they_were_made() {
+        let v7 = uuid::Builder::from_unix_timestamp_millis(1_700_000_000_123, &[7; 10]);
+        assert_eq!(
+            SessionId::from_uuid(v7.into_uuid()).created_at(),
+            Some(crate::Timestamp::from_unix_micros(1_700_000_000_123_000))
         );
-        assert!(made <= crate::Timestamp::now());
+        assert_eq!(SessionId::from_uuid(Uuid::from_u128(7)).created_at(), None);
         assert_eq!(SessionId::from_uuid(Uuid::nil()).created_at(), None);
     }
 
     #[test]
     fn session_id_parse() {
         assert!(SessionId::parse("not-a-uuid").is_err());
-        let s = SessionId::generate();
+        let s = SessionId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_002a));
         assert_eq!(SessionId::parse(&s.to_string()).unwrap(), s);
     }
 }

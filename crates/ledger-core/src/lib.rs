@@ -38,4 +38,4 @@ pub use ids::{EventId, Generation, IdError, SessionId, Subject};
 pub use policy::{Policy, PolicyError};
 pub use projection::{FamilyStatus, Projection, RevocationCheck};
 pub use revocation::{RevocationRecord, revocation_key};
-pub use timestamp::{Timestamp, set_test_clock_offset};
+pub use timestamp::Timestamp;

@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_first_difference_is_named() {
-        let now = Timestamp::now();
+        let now = crate::testing::at(0);
         let (id, events) = crate::testing::login_and_logout("alice", now);
         let mut live = Projection::new();
         events.iter().for_each(|e| live.apply(e));

@@ -2,10 +2,14 @@
 //! `testing`). Every event comes from [`decide`](crate::decide), so fixtures can never
 //! describe a history the rules would not produce.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use uuid::Uuid;
+
 use crate::ports::{LogRecord, Position};
 use crate::{
-    Command, DecideContext, Event, Policy, Projection, RevokeReason, SessionId, Subject, Timestamp,
-    decide,
+    Command, DecideContext, Event, EventId, Policy, Projection, RevokeReason, SessionId, Subject,
+    Timestamp, decide,
 };
 
 /// The instant the rule tests count from (2023-11-14T22:13:20Z), in microseconds.
@@ -35,20 +39,36 @@ pub fn short_policy() -> Policy {
     }
 }
 
+/// A session id no other call in this process returns. Counted, not drawn: fixtures
+/// read no clock and draw no randomness, so [`SessionId::created_at`] is `None`.
+pub fn session_id() -> SessionId {
+    SessionId::from_uuid(next_uuid())
+}
+
+/// An event id no other call in this process returns (counted, like [`session_id`]).
+pub fn event_id() -> EventId {
+    EventId::from_uuid(next_uuid())
+}
+
+fn next_uuid() -> Uuid {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    Uuid::from_u128(u128::from(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
 fn ctx(now: Timestamp, policy: &Policy) -> DecideContext<'_> {
     DecideContext {
         now,
         policy,
         region: "test",
         trace_context: None,
-        event_id: crate::EventId::random(),
+        event_id: event_id(),
     }
 }
 
 /// `subject` logs in at `now` (default policy): the family and its `SessionIssued`.
 pub fn login(subject: &str, now: Timestamp) -> (SessionId, Event) {
     let policy = Policy::default();
-    let id = SessionId::generate();
+    let id = session_id();
     let open = Command::Open {
         session_id: id,
         subject: Subject::parse(subject).expect("a valid test subject"),

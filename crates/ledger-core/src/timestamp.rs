@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -8,23 +7,13 @@ use time::format_description::well_known::Rfc3339;
 
 /// A point in time with microsecond precision, serialised as RFC 3339 (UTC).
 ///
-/// The core never reads the clock: callers pass `now` in, so decisions are
-/// reproducible and testable.
+/// The core never reads the clock: callers pass `now` in (read through
+/// `ledger_clock::now`), so decisions are reproducible and testable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
     pub const UNIX_EPOCH: Timestamp = Timestamp(0);
-
-    /// The system clock (shifted by [`set_test_clock_offset`], which is zero unless a
-    /// clock-skew test set it).
-    pub fn now() -> Self {
-        let now = Self::from_system_time(SystemTime::now());
-        Timestamp(
-            now.0
-                .saturating_add(TEST_CLOCK_OFFSET_MICROS.load(Ordering::Relaxed)),
-        )
-    }
 
     pub fn from_system_time(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
@@ -85,17 +74,6 @@ impl Timestamp {
         let micros = t.unix_timestamp_nanos() / 1_000;
         Ok(Timestamp(i64::try_from(micros).unwrap_or(i64::MAX)))
     }
-}
-
-/// What [`Timestamp::now`] adds to the system clock: zero, except in clock-skew tests.
-static TEST_CLOCK_OFFSET_MICROS: AtomicI64 = AtomicI64::new(0);
-
-/// **Test only.** Makes [`Timestamp::now`] run `micros` ahead of the system clock
-/// (behind when negative) for the whole process, as if the host's clock were off:
-/// the fault suite runs a validator skewed against the API this way. The binary sets it
-/// from `LEDGER_TEST_CLOCK_OFFSET`, which release builds refuse.
-pub fn set_test_clock_offset(micros: i64) {
-    TEST_CLOCK_OFFSET_MICROS.store(micros, Ordering::Relaxed);
 }
 
 /// The form this type writes, `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, parsed without the

@@ -184,7 +184,7 @@ impl Embedded {
         group: &str,
         id: SessionId,
     ) -> Result<Option<FamilyState>, BackendError> {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let (stored, tail) = self
             .stored_and_unprojected(
                 group,
@@ -211,7 +211,7 @@ impl Embedded {
         group: &str,
         subject: &Subject,
     ) -> Result<Option<SubjectRevocation>, BackendError> {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let (stored, tail) = self
             .stored_and_unprojected(
                 group,
@@ -572,7 +572,7 @@ impl EmbeddedReader {
             Some((rows, started)) if !rows.is_empty() => (rows, started),
             _ => {
                 let conn = self.conn.clone();
-                let started = Timestamp::now();
+                let started = ledger_clock::now();
                 let rows = blocking(move || Self::read_rows(&conn, from, max)).await?;
                 (rows, started)
             }
@@ -588,7 +588,7 @@ impl EmbeddedReader {
             self.prefetch = Some(Prefetch {
                 from: last + 1,
                 limit: max,
-                started: Timestamp::now(),
+                started: ledger_clock::now(),
                 rows: tokio::task::spawn_blocking(move || Self::read_rows(&conn, last + 1, max)),
             });
         }
@@ -720,7 +720,7 @@ impl ProjectionStore for Embedded {
     }
 
     async fn family(&self, id: SessionId) -> Result<Option<FamilyState>, BackendError> {
-        let now = Timestamp::now().unix_micros();
+        let now = ledger_clock::now().unix_micros();
         let bytes: Option<Vec<u8>> = self
             .read(move |c| {
                 c.query_row(
@@ -740,7 +740,7 @@ impl ProjectionStore for Embedded {
         &self,
         subject: &Subject,
     ) -> Result<Option<SubjectRevocation>, BackendError> {
-        let now = Timestamp::now().unix_micros();
+        let now = ledger_clock::now().unix_micros();
         let key = subject.as_str().to_owned();
         let bytes: Option<Vec<u8>> = self
             .read(move |c| {
@@ -758,7 +758,7 @@ impl ProjectionStore for Embedded {
     }
 
     async fn snapshot(&self) -> Result<Projection, BackendError> {
-        let now = Timestamp::now().unix_micros();
+        let now = ledger_clock::now().unix_micros();
         let (families, subjects) = self
             .read(move |c| {
                 let mut q = c.prepare("SELECT state FROM families WHERE retain_until > ?1")?;

@@ -83,7 +83,7 @@ impl Pruner {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.every) => {}
             }
-            let now = Timestamp::now();
+            let now = ledger_clock::now();
             match self.store.prune(now).await {
                 Ok(n) => {
                     self.status.pruned.fetch_add(n as u64, Ordering::Relaxed);

@@ -12,7 +12,7 @@ fn history(now: Timestamp) -> (SessionId, Vec<Event>) {
 async fn appended_events_are_read_back_in_order_and_duplicates_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let (id, events) = history(Timestamp::now());
+    let (id, events) = history(ledger_clock::now());
     log.append(&events).await.unwrap();
     log.append(&events[..1]).await.unwrap();
     let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
@@ -35,7 +35,7 @@ async fn the_end_of_the_log_is_the_offset_after_the_newest_event() {
     };
     assert_eq!(LogSource::end(&log).await.unwrap(), end(1));
     assert_eq!(LogEnd::end(&log).await.unwrap(), end(1).unwrap());
-    let (_, events) = history(Timestamp::now());
+    let (_, events) = history(ledger_clock::now());
     log.append(&events).await.unwrap();
     let after = events.len() as u64 + 1;
     assert_eq!(LogSource::end(&log).await.unwrap(), end(after));
@@ -43,7 +43,7 @@ async fn the_end_of_the_log_is_the_offset_after_the_newest_event() {
 
     // Another process appending to the same file moves the end too.
     let other = Embedded::open(dir.path()).unwrap();
-    let (_, more) = history(Timestamp::now());
+    let (_, more) = history(ledger_clock::now());
     other.append(&more).await.unwrap();
     let after = after + more.len() as u64;
     assert_eq!(LogEnd::end(&log).await.unwrap(), end(after).unwrap());
@@ -54,7 +54,7 @@ async fn a_waiting_reader_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
     let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
-    let (_, events) = history(Timestamp::now());
+    let (_, events) = history(ledger_clock::now());
     let writer = log.clone();
     let appended = events.clone();
     let task = tokio::spawn(async move {
@@ -70,7 +70,7 @@ async fn a_waiting_reader_wakes_on_append() {
 #[tokio::test]
 async fn checkpoints_and_state_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let (id, events) = history(Timestamp::now());
+    let (id, events) = history(ledger_clock::now());
     {
         let log = Embedded::open(dir.path()).unwrap();
         log.append(&events).await.unwrap();
@@ -101,7 +101,7 @@ async fn checkpoints_and_state_survive_reopening() {
 async fn writes_merge_and_expired_rows_are_invisible() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let (id, events) = history(Timestamp::now());
+    let (id, events) = history(ledger_clock::now());
     let mut issued = Projection::new();
     issued.apply(&events[0]);
     let mut revoked = Projection::new();
@@ -123,7 +123,7 @@ async fn writes_merge_and_expired_rows_are_invisible() {
     p.apply(&old_events[0]);
     ProjectionStore::write(&log, &p).await.unwrap();
     assert_eq!(log.family(old).await.unwrap(), None);
-    assert_eq!(log.prune(Timestamp::now()).await.unwrap(), 1);
+    assert_eq!(log.prune(ledger_clock::now()).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -132,7 +132,7 @@ async fn reading_ahead_loses_nothing_when_the_log_grows_or_the_batch_shrinks() {
     let log = Embedded::open(dir.path()).unwrap();
     let logins = |n: usize| -> Vec<Event> {
         (0..n)
-            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), ledger_clock::now()).1)
             .collect()
     };
     let first = logins(20);
@@ -163,7 +163,9 @@ async fn concurrent_appends_are_group_committed_each_whole_and_in_order() {
     // 64 appends at once, each a whole family's history: they share commits, and
     // every one is answered only once its events are in the log.
     let appends: Vec<Vec<Event>> = (0..64)
-        .map(|i| ledger_core::testing::login_and_logout(&format!("user-{i}"), Timestamp::now()).1)
+        .map(|i| {
+            ledger_core::testing::login_and_logout(&format!("user-{i}"), ledger_clock::now()).1
+        })
         .collect();
     let tasks: Vec<_> = appends
         .iter()
@@ -209,7 +211,7 @@ async fn concurrent_appends_are_group_committed_each_whole_and_in_order() {
 async fn the_current_projection_joins_the_store_with_the_unprojected_events() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let (id, events) = history(Timestamp::now());
+    let (id, events) = history(ledger_clock::now());
     let subject = Subject::parse("alice").unwrap();
     log.append(&events).await.unwrap();
     let mut reader = log

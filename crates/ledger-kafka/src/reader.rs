@@ -295,7 +295,7 @@ impl KafkaReader {
         // Holding the consumer here is fine: if the reader goes away meanwhile, the
         // consumer is closed on this blocking thread.
         tokio::task::spawn_blocking(move || {
-            let asked_at = Timestamp::now();
+            let asked_at = ledger_clock::now();
             let mut fetched = HashMap::with_capacity(partitions.len());
             let mut error = None;
             for p in partitions {

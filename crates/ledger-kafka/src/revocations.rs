@@ -247,7 +247,7 @@ impl RevocationPublisher {
             };
             match batch {
                 Ok(batch) => {
-                    let now = Timestamp::now();
+                    let now = ledger_clock::now();
                     for record in batch
                         .iter()
                         .filter_map(|r| RevocationRecord::from_event(&r.event))
@@ -281,7 +281,7 @@ impl RevocationPublisher {
                 }
             }
             // Withdraw what no longer governs any token.
-            let now = Timestamp::now();
+            let now = ledger_clock::now();
             let due: Vec<String> = live
                 .iter()
                 .filter(|(_, u)| **u <= now)

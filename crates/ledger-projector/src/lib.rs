@@ -403,8 +403,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use ledger_core::Projection;
     use ledger_core::ports::{EventLog, LogSource, ProjectionStore};
-    use ledger_core::{Projection, Timestamp};
     use ledger_embedded::Embedded;
     use tokio_util::sync::CancellationToken;
 
@@ -412,7 +412,7 @@ mod tests {
 
     fn logins(n: usize) -> Vec<ledger_core::Event> {
         (0..n)
-            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), ledger_clock::now()).1)
             .collect()
     }
 
@@ -555,7 +555,7 @@ mod tests {
         // Families opened in early batches and signed out in later ones, so that
         // re-delivering the openings after the signouts would undo them if the store
         // did not merge.
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let leavers: Vec<_> = (0..6)
             .map(|i| ledger_core::testing::login_and_logout(&format!("leaver{i}"), now).1)
             .collect();

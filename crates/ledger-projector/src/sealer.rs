@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use ledger_core::Timestamp;
 use ledger_core::ports::{BackendError, LogSource, Position, SealStore, StartFrom};
 use ledger_core::seal::{
     MAX_SEAL_RUN, ResumeCheck, ResumeRefused, SealBuilder, SealSigner, SealVerifier,
@@ -254,7 +253,7 @@ impl Sealer {
         }
         // Shutting down: one attempt to seal what was read, no retries.
         for builder in builders.values_mut() {
-            if let Some(seal) = builder.seal(self.signer.as_ref(), Timestamp::now())
+            if let Some(seal) = builder.seal(self.signer.as_ref(), ledger_clock::now())
                 && let Err(e) = self.seals.put(&seal).await
             {
                 tracing::warn!(error = %e, partition = seal.partition, "sealing at shutdown failed");
@@ -270,7 +269,7 @@ impl Sealer {
         builder: &mut SealBuilder,
         shutdown: &CancellationToken,
     ) -> Result<bool, BackendError> {
-        let Some(seal) = builder.seal(self.signer.as_ref(), Timestamp::now()) else {
+        let Some(seal) = builder.seal(self.signer.as_ref(), ledger_clock::now()) else {
             return Ok(true);
         };
         Ok(retry(shutdown, &self.stats, || self.seals.put(&seal))
@@ -341,7 +340,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Embedded::open(dir.path()).unwrap();
         let events: Vec<_> = (0..10)
-            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), ledger_clock::now()).1)
             .collect();
         log.append(&events).await.unwrap();
         seal_through(&log, 10).await;
@@ -384,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Embedded::open(dir.path()).unwrap();
         let events: Vec<_> = (0..40)
-            .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+            .map(|i| ledger_core::testing::login(&format!("user{i}"), ledger_clock::now()).1)
             .collect();
         log.append(&events[..30]).await.unwrap();
         seal_through(&log, 30).await;

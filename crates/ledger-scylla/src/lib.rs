@@ -165,7 +165,7 @@ impl ScyllaStore {
     /// Not part of [`ProjectionStore::write`]: the projector calls it (through
     /// [`ProjectionStore::record_history`]) with the events of the batch it writes.
     pub async fn record_events(&self, events: &[Event]) -> Result<(), BackendError> {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         // Collected first, as in `write`, so that the future stays `Send`.
         let inserts: Vec<_> = events
             .iter()
@@ -267,7 +267,7 @@ impl ScyllaStore {
         events: &[Event],
         known: &HashMap<SessionId, FamilyState>,
     ) -> Result<Vec<FamilyState>, BackendError> {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let unknown: Vec<Uuid> = batch
             .families()
             .filter(|f| !known.contains_key(&f.session_id))
@@ -639,7 +639,7 @@ impl ProjectionStore for ScyllaStore {
         };
         let family: FamilyState = decode(&state, &format!("families/{id}"))?;
         // The TTL fires on whole seconds, some time after: the retain time decides.
-        Ok((family.retain_until > Timestamp::now()).then_some(family))
+        Ok((family.retain_until > ledger_clock::now()).then_some(family))
     }
 
     async fn subject_revocation(
@@ -657,11 +657,11 @@ impl ProjectionStore for ScyllaStore {
             return Ok(None);
         };
         let revocation: SubjectRevocation = decode(&state, &format!("subjects/{subject}"))?;
-        Ok((revocation.keep_until > Timestamp::now()).then_some(revocation))
+        Ok((revocation.keep_until > ledger_clock::now()).then_some(revocation))
     }
 
     async fn snapshot(&self) -> Result<Projection, BackendError> {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let families: Vec<FamilyState> =
             self.scan("families", &self.inner.st.scan_families).await?;
         let subjects: Vec<SubjectRevocation> =

@@ -32,7 +32,6 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
-use ledger_core::Timestamp;
 use ledger_core::ports::{BackendError, QueuedSet, SsfStore, StoredStream};
 use scylla::client::session::Session;
 use scylla::serialize::row::SerializeRow;
@@ -338,7 +337,7 @@ impl ScyllaStore {
         set: &str,
         seq: i64,
     ) -> Result<(), BackendError> {
-        let written_at = Timestamp::now().unix_micros();
+        let written_at = ledger_clock::now().unix_micros();
         let claimed = self
             .applied(
                 "claim ssf jti",

@@ -8,7 +8,6 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use ledger_core::Timestamp;
 use ledger_core::ports::{BackendError, SsfStore, StoredStream};
 use ledger_http::ApiError;
 use serde::Deserialize;
@@ -444,7 +443,7 @@ async fn verify(
     let request: VerifyRequest = json_body(payload).await?;
     let id = required_id(request.stream_id)?;
     let mut stream = owned_stream(&state, &receiver, &id).await?;
-    let now = Timestamp::now().unix_seconds();
+    let now = ledger_clock::now().unix_seconds();
     if stream
         .last_verification
         .is_some_and(|last| now - last < MIN_VERIFICATION_INTERVAL_SECS)

@@ -6,7 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, Header};
-use ledger_core::{Generation, SessionId, Timestamp};
+use ledger_core::{Generation, Timestamp};
 use proptest::prelude::*;
 
 use crate::{AccessTokenValidator, RefreshTokens, SigningKeys};
@@ -72,7 +72,7 @@ fn claims() -> impl Strategy<Value = serde_json::Value> {
             let mut m = serde_json::Map::new();
             if plausible {
                 // Mostly right, so the random values reach the later checks.
-                let sid = SessionId::generate().to_string();
+                let sid = ledger_clock::new_session_id().to_string();
                 for (k, v) in [
                     ("iss", "https://issuer.test".into()),
                     ("aud", "api".into()),
@@ -160,7 +160,7 @@ proptest! {
         cut in any::<bool>(),
     ) {
         let tokens = refresh_tokens();
-        let valid = tokens.mint(SessionId::generate(), Generation::new(generation));
+        let valid = tokens.mint(ledger_clock::new_session_id(), Generation::new(generation));
         prop_assert_eq!(tokens.parse(&valid).map(|(_, g)| g), Ok(Generation::new(generation)));
         let mut chars: Vec<char> = valid.chars().collect();
         let i = at.index(chars.len());

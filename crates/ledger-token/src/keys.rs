@@ -430,7 +430,7 @@ mod tests {
         let (first, refresh) = keys.load_or_create().unwrap();
         let (again, refresh_again) = keys.load_or_create().unwrap();
         assert_eq!(first.current_kid(), again.current_kid());
-        let s = ledger_core::SessionId::generate();
+        let s = ledger_clock::new_session_id();
         let g = ledger_core::Generation::new(1);
         assert_eq!(refresh.mint(s, g), refresh_again.mint(s, g));
 
@@ -462,7 +462,7 @@ mod tests {
         assert_eq!(times[0].kid, first.current_kid());
         assert_eq!(times[1].kid, new_kid);
         assert!(times[0].created_at < times[1].created_at);
-        assert!(times[2].created_at <= ledger_core::Timestamp::now());
+        assert!(times[2].created_at <= ledger_clock::now());
         let refresh_times = keys.refresh_key_times().unwrap();
         assert_eq!(refresh_times.len(), 1);
         assert!(

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn successor_is_deterministic_and_parses_back() {
         let t = tokens(&[("k1", 1)]);
-        let s = SessionId::generate();
+        let s = ledger_clock::new_session_id();
         let a = t.mint(s, Generation::new(7));
         assert_eq!(a, t.mint(s, Generation::new(7)));
         assert_ne!(a, t.mint(s, Generation::new(8)));
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn forged_and_garbled_tokens_are_refused() {
         let t = tokens(&[("k1", 1)]);
-        let token = t.mint(SessionId::generate(), Generation::new(1));
+        let token = t.mint(ledger_clock::new_session_id(), Generation::new(1));
         let mut bytes = token.clone().into_bytes();
         let i = token.find('.').unwrap() + 5;
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
@@ -181,7 +181,7 @@ mod tests {
     fn old_keys_still_verify_after_rotation() {
         let old = tokens(&[("k1", 1)]);
         let rotated = tokens(&[("k1", 1), ("k2", 2)]);
-        let s = SessionId::generate();
+        let s = ledger_clock::new_session_id();
         let token = old.mint(s, Generation::new(3));
         assert_eq!(rotated.parse(&token).unwrap(), (s, Generation::new(3)));
         assert!(rotated.mint(s, Generation::new(4)).starts_with("rt1.k2."));

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::Timestamp;
 use ledger_core::ports::{BackendError, LogSource, ProjectionStore, resume_after_projection};
 use tokio_util::sync::CancellationToken;
 
@@ -157,7 +156,7 @@ impl ViewFeeder {
                 }
             }
             if last_prune.elapsed() >= self.config.prune_every {
-                let pruned = self.view.prune(Timestamp::now());
+                let pruned = self.view.prune(ledger_clock::now());
                 tracing::debug!(pruned, "validator pruned expired entries");
                 last_prune = tokio::time::Instant::now();
             }

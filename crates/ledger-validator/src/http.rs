@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ledger_core::{SessionId, Timestamp};
+use ledger_core::SessionId;
 use ledger_http::{ApiError, Credentials, Form, Scope, no_store_json};
 use ledger_telemetry::metrics::register;
 use ledger_token::AccessClaims;
@@ -71,7 +71,7 @@ async fn introspect(
     state.credentials.check(&req, Scope::Introspect)?;
     let form = Form::read(&req, payload).await?;
     let token = form.require("token")?;
-    let outcome = state.introspector.introspect(token, Timestamp::now());
+    let outcome = state.introspector.introspect(token, ledger_clock::now());
     INTROSPECTIONS.with_label_values(&[outcome.reason()]).inc();
     match &outcome {
         Introspection::Active(claims) => Ok(no_store_json(StatusCode::OK, &ActiveAnswer(claims))),
@@ -242,7 +242,7 @@ fn resume_position(req: &HttpRequest) -> Result<Option<StreamPosition>, ApiError
 async fn status(state: web::Data<ValidatorState>) -> HttpResponse {
     let view = state.introspector.view();
     let s = view.status();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let positions: Vec<Value> = s
         .positions
         .iter()
@@ -273,7 +273,7 @@ async fn readyz(state: web::Data<ValidatorState>) -> HttpResponse {
     // and while it stays within the staleness bound.
     let reason = if !s.bootstrapped {
         Some("bootstrapping")
-    } else if view.staleness(Timestamp::now()).is_some() {
+    } else if view.staleness(ledger_clock::now()).is_some() {
         Some("stale")
     } else {
         None

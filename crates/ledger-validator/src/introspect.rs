@@ -183,10 +183,15 @@ mod tests {
         let keys = SigningKeys::generate();
         let validator = AccessTokenValidator::new(keys.verification_keys(), ISS, AUD, leeway);
         let view = Arc::new(RevocationView::new(Duration::from_secs(3600)));
-        let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+        let now = Timestamp::from_unix_seconds(ledger_clock::now().unix_seconds());
         let (session, issued) = ledger_core::testing::login("alice", now);
         let events = vec![issued];
-        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&events),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         Fixture {
             issuer: AccessTokenIssuer::new(keys, ISS, AUD),
             introspector: Introspector::new(validator, view),
@@ -227,7 +232,7 @@ mod tests {
                 policy: &policy,
                 region: "t",
                 trace_context: None,
-                event_id: ledger_core::EventId::random(),
+                event_id: ledger_clock::new_event_id(),
             };
             let mut p = Projection::new();
             for e in &self.events {
@@ -242,7 +247,7 @@ mod tests {
                 &records(&revoked),
                 vec![],
                 Some(0),
-                Some(Timestamp::now()),
+                Some(ledger_clock::now()),
             );
         }
     }

@@ -226,13 +226,13 @@ impl JwksRefresher {
             }
             match fetch(url).await {
                 Ok(keys) => {
-                    self.status.record(Ok(()), Timestamp::now());
+                    self.status.record(Ok(()), ledger_clock::now());
                     if self.introspector.set_keys(keys) {
                         tracing::info!(%url, "verification keys changed");
                     }
                 }
                 Err(e) => {
-                    self.status.record(Err(&e), Timestamp::now());
+                    self.status.record(Err(&e), ledger_clock::now());
                     tracing::warn!(error = %e, %url, "jwks refresh failed; keeping the keys in use");
                 }
             }

@@ -265,7 +265,7 @@ impl Connection {
     /// Returns when the consumer went away or the process stops.
     async fn tail(&mut self, reader: &mut dyn LogReader) {
         loop {
-            let now = Timestamp::now();
+            let now = ledger_clock::now();
             while let Some((key, until)) = self.sent.pop_due(now) {
                 if !self.send(expired_event(&key, until)).await {
                     return;
@@ -299,7 +299,7 @@ impl Connection {
                     }
                 }
             };
-            let now = Timestamp::now();
+            let now = ledger_clock::now();
             for read in &batch {
                 let Some(record) = RevocationRecord::from_event(&read.event) else {
                     continue;

@@ -644,7 +644,7 @@ mod tests {
     fn inserts_growth_lookups_and_pruning_agree_with_a_hash_map() {
         let mut table = FamilyTable::with_entries(0);
         let mut model = HashMap::new();
-        let ids: Vec<SessionId> = (0..5_000).map(|_| SessionId::generate()).collect();
+        let ids: Vec<SessionId> = (0..5_000).map(|_| ledger_clock::new_session_id()).collect();
         for (n, id) in ids.iter().enumerate() {
             let n = n as i64;
             let entry = if n % 3 == 0 {
@@ -669,7 +669,7 @@ mod tests {
         for (id, e) in &model {
             assert_eq!(table.get(id), Some(*e));
         }
-        assert_eq!(table.get(&SessionId::generate()), None);
+        assert_eq!(table.get(&ledger_clock::new_session_id()), None);
         for (id, e) in &model {
             assert!(
                 !e.is_revoked() || table.maybe_revoked(id),
@@ -678,7 +678,7 @@ mod tests {
         }
         let strangers = 10_000;
         let false_positives = (0..strangers)
-            .filter(|_| table.maybe_revoked(&SessionId::generate()))
+            .filter(|_| table.maybe_revoked(&ledger_clock::new_session_id()))
             .count();
         assert!(
             false_positives < strangers / 20,
@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn readers_see_every_present_entry_while_a_writer_moves_entries() {
         let table = std::sync::Arc::new(FamilyTable::with_entries(4_000));
-        let stable: Vec<SessionId> = (0..1_000).map(|_| SessionId::generate()).collect();
+        let stable: Vec<SessionId> = (0..1_000).map(|_| ledger_clock::new_session_id()).collect();
         for id in &stable {
             table
                 .upsert(id, revoked(1, RevokeReason::Logout, 1))
@@ -731,7 +731,8 @@ mod tests {
         };
         // Churn: insert and delete other keys, which shifts the stable ones around.
         for round in 0..20 {
-            let churn: Vec<SessionId> = (0..1_500).map(|_| SessionId::generate()).collect();
+            let churn: Vec<SessionId> =
+                (0..1_500).map(|_| ledger_clock::new_session_id()).collect();
             for id in &churn {
                 table.upsert(id, live(round, 1)).unwrap();
             }

@@ -264,7 +264,7 @@ impl RevocationView {
     /// Merges a snapshot from the store in (bootstrap).
     pub fn bootstrap(&self, snapshot: Projection) {
         let _writer = self.write_lock();
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let mut table = self.families.load_full();
         let needed = table.len() + snapshot.families().len();
         if !table.fits(needed) {
@@ -322,7 +322,7 @@ impl RevocationView {
             return;
         }
         let _writer = self.write_lock();
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let mut table = self.families.load_full();
         let mut subjects: Option<SubjectMap> = None;
         for event in events {
@@ -574,15 +574,15 @@ mod tests {
     #[test]
     fn a_view_that_never_caught_up_fails_closed() {
         let view = RevocationView::new(Duration::from_secs(5));
-        let now = Timestamp::now();
-        let verdict = view.check(SessionId::generate(), "alice", now, now);
+        let now = ledger_clock::now();
+        let verdict = view.check(ledger_clock::new_session_id(), "alice", now, now);
         assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
     }
 
     #[test]
     fn an_empty_poll_or_a_zero_lag_does_not_make_a_view_fresh() {
         let view = RevocationView::new(Duration::from_secs(5));
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let (id, events) = login_and_logout(now);
         view.bootstrap(ledger_core::Projection::new());
         // A reader cut off from the log returns nothing and may report a stale lag.
@@ -605,13 +605,13 @@ mod tests {
     #[test]
     fn a_view_older_than_the_bound_fails_closed_and_says_how_old() {
         let view = RevocationView::new(Duration::from_secs(5));
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let (id, events) = login_and_logout(now);
         view.apply(
             &records(&events[..1]),
             vec![],
             Some(0),
-            Some(Timestamp::now()),
+            Some(ledger_clock::now()),
         );
         assert_eq!(view.check(id, "alice", now, now), Verdict::Active);
         let later = now.saturating_add(Duration::from_secs(6));
@@ -624,11 +624,11 @@ mod tests {
     #[test]
     fn revocations_apply_and_duplicates_are_harmless() {
         let view = RevocationView::new(Duration::from_secs(5));
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let (id, events) = login_and_logout(now);
         let all = records(&events);
-        view.apply(&all, vec![], Some(0), Some(Timestamp::now()));
-        view.apply(&all, vec![], Some(0), Some(Timestamp::now()));
+        view.apply(&all, vec![], Some(0), Some(ledger_clock::now()));
+        view.apply(&all, vec![], Some(0), Some(ledger_clock::now()));
         match view.check(id, "alice", now, now) {
             Verdict::Revoked { reason, .. } => assert_eq!(reason, RevokeReason::Logout),
             other => panic!("expected revoked, got {other:?}"),
@@ -639,21 +639,26 @@ mod tests {
     #[test]
     fn a_subject_revocation_covers_unknown_families_issued_before_it() {
         let view = RevocationView::new(Duration::from_secs(5));
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let policy = Policy::default();
         let ctx = DecideContext {
             now,
             policy: &policy,
             region: "t",
             trace_context: None,
-            event_id: ledger_core::EventId::random(),
+            event_id: ledger_clock::new_event_id(),
         };
         let event =
             decide_subject_revoke(Subject::parse("bob").unwrap(), RevokeReason::Admin, &ctx);
-        view.apply(&records(&[event]), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&[event]),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         let before = now.saturating_sub(Duration::from_secs(1));
         let after = now.saturating_add(Duration::from_secs(1));
-        let unknown = SessionId::generate();
+        let unknown = ledger_clock::new_session_id();
         assert!(matches!(
             view.check(unknown, "bob", before, now),
             Verdict::Revoked { .. }
@@ -682,12 +687,12 @@ mod tests {
                 policy: &policy,
                 region: "t",
                 trace_context: None,
-                event_id: ledger_core::EventId::random(),
+                event_id: ledger_clock::new_event_id(),
             };
             let subject = if next() % 2 == 0 { "alice" } else { "bob" };
             let command = match next() % 6 {
                 0 | 1 => {
-                    let id = SessionId::generate();
+                    let id = ledger_clock::new_session_id();
                     ids.push(id);
                     Command::Open {
                         session_id: id,
@@ -750,7 +755,7 @@ mod tests {
 
     #[test]
     fn any_order_with_duplicates_gives_the_same_view_and_the_projection_answers() {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         for seed in 1..40u64 {
             let events = histories(now, seed);
             let mut projection = ledger_core::Projection::new();
@@ -758,7 +763,12 @@ mod tests {
                 projection.apply(e);
             }
             let in_order = RevocationView::new(Duration::from_secs(60));
-            in_order.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+            in_order.apply(
+                &records(&events),
+                vec![],
+                Some(0),
+                Some(ledger_clock::now()),
+            );
 
             // Reversed, every third event twice, in two batches.
             let mut shuffled: Vec<Event> = events.iter().rev().cloned().collect();
@@ -766,13 +776,13 @@ mod tests {
             let (a, b) = shuffled.split_at(shuffled.len() / 2);
             let other = RevocationView::new(Duration::from_secs(60));
             other.apply(&records(b), vec![], None, None);
-            other.apply(&records(a), vec![], Some(0), Some(Timestamp::now()));
+            other.apply(&records(a), vec![], Some(0), Some(ledger_clock::now()));
             assert_eq!(in_order.digest(), other.digest(), "seed {seed}");
 
             // Bootstrapping from the projection gives the same view again.
             let booted = RevocationView::new(Duration::from_secs(60));
             booted.bootstrap(projection.clone());
-            booted.apply(&[], vec![], Some(0), Some(Timestamp::now()));
+            booted.apply(&[], vec![], Some(0), Some(ledger_clock::now()));
             assert_eq!(in_order.digest(), booted.digest(), "seed {seed}");
 
             for family in projection.families() {
@@ -808,10 +818,15 @@ mod tests {
 
     #[test]
     fn pruning_drops_exactly_the_entries_past_their_expiry() {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let view = RevocationView::new(Duration::from_secs(5));
         let (id, events) = login_and_logout(now);
-        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&events),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         let keep_until = view.revocation(id).unwrap().keep_until;
         assert_eq!(
             view.prune(keep_until.saturating_sub(Duration::from_millis(1))),
@@ -825,7 +840,7 @@ mod tests {
 
     #[test]
     fn many_families_grow_and_shrink_the_table_and_stay_compact() {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let view = RevocationView::new(Duration::from_secs(5));
         let mut ids = Vec::new();
         let mut events = Vec::new();
@@ -834,7 +849,12 @@ mod tests {
             ids.push(id);
             events.extend(e);
         }
-        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&events),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         let status = view.status();
         assert_eq!((status.families, status.revoked), (20_000, 20_000));
         assert!(status.heap_bytes <= 64 * 20_000, "{}", status.heap_bytes);
@@ -846,11 +866,16 @@ mod tests {
 
     #[test]
     fn a_reader_answers_like_the_view_across_table_swaps() {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let view = RevocationView::new(Duration::from_secs(5));
         let mut reader = view.reader();
         let (first, events) = login_and_logout(now);
-        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&events),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         assert!(matches!(
             reader.check(first, "alice", now, now),
             Verdict::Revoked { .. }
@@ -863,7 +888,12 @@ mod tests {
             ids.push(id);
             events.extend(e);
         }
-        view.apply(&records(&events), vec![], Some(0), Some(Timestamp::now()));
+        view.apply(
+            &records(&events),
+            vec![],
+            Some(0),
+            Some(ledger_clock::now()),
+        );
         for id in ids.iter().chain([&first]) {
             assert_eq!(
                 reader.check(*id, "alice", now, now),
@@ -875,7 +905,7 @@ mod tests {
             ));
         }
         assert_eq!(
-            reader.check(SessionId::generate(), "alice", now, now),
+            reader.check(ledger_clock::new_session_id(), "alice", now, now),
             Verdict::Active
         );
     }

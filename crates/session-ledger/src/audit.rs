@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ledger_audit::replay::{self as audit, ReplayReport};
+use ledger_core::SessionId;
 use ledger_core::seal::{ChainCheck, ChainReport};
-use ledger_core::{SessionId, Timestamp};
 use ledger_token::KeyDir;
 
 pub use ledger_audit::{Bound, Range};
@@ -188,8 +188,8 @@ pub async fn run_replay(settings: &Settings, options: ReplayOptions) -> anyhow::
         w.flush().context("--export: writing the events")?;
     }
     // What the live store no longer keeps (past retention) is not compared.
-    report.projection.prune(Timestamp::now());
-    let revoked = report.revoked(Timestamp::now());
+    report.projection.prune(ledger_clock::now());
+    let revoked = report.revoked(ledger_clock::now());
     // With the events on standard output, the report goes to standard error.
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stderr().lock())

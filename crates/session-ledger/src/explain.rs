@@ -31,7 +31,7 @@ pub async fn run_explain(
     keys: Option<&Path>,
     format: ReportFormat,
 ) -> anyhow::Result<bool> {
-    let at = at.unwrap_or_else(Timestamp::now);
+    let at = at.unwrap_or_else(ledger_clock::now);
     let dir = KeyDir::new(keys.map_or_else(|| settings.data_dir.join("keys"), Path::to_path_buf));
     let checked = forensics::check(&dir, &settings.issuer, &settings.audience, token.trim())
         .map_err(|e| match e {

@@ -280,7 +280,7 @@ fn main() -> ExitCode {
 async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     if settings.test_clock_offset_micros != 0 {
         // Test only (debug builds): this process's clock is skewed on purpose.
-        ledger_core::set_test_clock_offset(settings.test_clock_offset_micros);
+        ledger_clock::set_test_clock_offset(settings.test_clock_offset_micros);
         tracing::warn!(
             offset_micros = settings.test_clock_offset_micros,
             "LEDGER_TEST_CLOCK_OFFSET in force: this process's clock is skewed for a test"

@@ -51,7 +51,7 @@ impl Given {
     }
 
     fn login_with(policy: Policy, secs: u64) -> Given {
-        let session = SessionId::generate();
+        let session = crate::testing::session_id();
         let open = Command::Open {
             session_id: session,
             subject: Subject::parse("alice").unwrap(),
@@ -75,7 +75,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
-            event_id: crate::EventId::random(),
+            event_id: crate::testing::event_id(),
         };
         let state = self.projection.family(&self.session);
         let subject = state.and_then(|s| self.projection.subject_revocation(&s.subject));
@@ -319,7 +319,7 @@ fn a_subject_revocation_ends_the_families_it_covers() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
-        event_id: crate::EventId::random(),
+        event_id: crate::testing::event_id(),
     };
     let everywhere =
         crate::decide_subject_revoke(Subject::parse("alice").unwrap(), RevokeReason::Admin, &ctx);

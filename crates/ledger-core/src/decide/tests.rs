@@ -24,7 +24,7 @@ impl Given {
         let mut g = Given {
             projection: Projection::new(),
             policy,
-            session: SessionId::generate(),
+            session: crate::testing::session_id(),
             subject: Subject::parse("alice").unwrap(),
         };
         let open = Command::Open {
@@ -44,7 +44,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
-            event_id: EventId::random(),
+            event_id: crate::testing::event_id(),
         };
         let state = self.projection.family(&self.session);
         let subject = self.projection.subject_revocation(&self.subject);
@@ -276,7 +276,7 @@ fn signout_revokes_once_and_is_idempotent() {
 fn signout_of_an_unknown_session_changes_nothing() {
     let g = Given::login_at(0);
     let other = Command::Revoke {
-        session_id: SessionId::generate(),
+        session_id: crate::testing::session_id(),
         reason: RevokeReason::Logout,
     };
     let ctx = DecideContext {
@@ -284,7 +284,7 @@ fn signout_of_an_unknown_session_changes_nothing() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
-        event_id: EventId::random(),
+        event_id: crate::testing::event_id(),
     };
     assert!(decide(None, None, other, &ctx).unwrap().is_empty());
 }
@@ -297,7 +297,7 @@ fn subject_revoke_covers_earlier_sessions_only() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
-        event_id: EventId::random(),
+        event_id: crate::testing::event_id(),
     };
     let event = decide_subject_revoke(g.subject.clone(), RevokeReason::Admin, &ctx);
     assert_eq!(event.session_id, None);
@@ -313,7 +313,7 @@ fn subject_revoke_covers_earlier_sessions_only() {
     assert_eq!(entry.keep_until, at(50 + 3600 + 10));
 
     // A login in the same microsecond as the revocation is not covered by it.
-    let later = SessionId::generate();
+    let later = crate::testing::session_id();
     let open = Command::Open {
         session_id: later,
         subject: g.subject.clone(),
@@ -363,7 +363,7 @@ fn signout_of_a_family_not_seen_yet_revokes_it_whichever_event_comes_first() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
-        event_id: EventId::random(),
+        event_id: crate::testing::event_id(),
     };
     // A refresh token names the family, not the user.
     let unseen = decide_revoke_unseen(g.session, None, RevokeReason::Logout, &ctx);
@@ -404,7 +404,7 @@ fn decide_is_a_pure_function_of_state_command_and_context() {
         policy: &g.policy,
         region: "test",
         trace_context: None,
-        event_id: EventId::random(),
+        event_id: crate::testing::event_id(),
     };
     let state = g.projection.family(&g.session);
     let subject = g.projection.subject_revocation(&g.subject);

@@ -28,7 +28,7 @@ impl Given {
         let mut g = Given {
             projection: Projection::new(),
             policy: policy(),
-            session: SessionId::generate(),
+            session: crate::testing::session_id(),
             subject: Subject::parse(subject).unwrap(),
             family: Vec::new(),
             subjects: Vec::new(),
@@ -50,7 +50,7 @@ impl Given {
             policy: &self.policy,
             region: "test",
             trace_context: None,
-            event_id: crate::EventId::random(),
+            event_id: crate::testing::event_id(),
         }
     }
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::Timestamp;
+use crate::testing::at;
 
 /// Signs with SHA-256(key ‖ bytes): enough to tell a right key from a wrong one here;
 /// the service signs with Ed25519.
@@ -29,7 +29,7 @@ const KEY: TestKey = TestKey("seal-key");
 
 /// `n` events at offsets 1..=n of partition 0.
 fn log(n: usize) -> Vec<(u64, Event)> {
-    let now = Timestamp::now();
+    let now = at(0);
     (1u64..)
         .zip((0..n).map(|i| crate::testing::login(&format!("user-{i}"), now).1))
         .collect()
@@ -43,10 +43,10 @@ fn seal_every(log: &[(u64, Event)], every: usize) -> Vec<Seal> {
     for (offset, event) in log {
         builder.push(*offset, event);
         if builder.pending() == every {
-            seals.extend(builder.seal(&KEY, Timestamp::now()));
+            seals.extend(builder.seal(&KEY, at(1)));
         }
     }
-    seals.extend(builder.seal(&KEY, Timestamp::now()));
+    seals.extend(builder.seal(&KEY, at(1)));
     seals
 }
 
@@ -86,10 +86,7 @@ fn a_restarted_sealer_and_a_second_sealer_agree_with_the_first() {
     for (offset, event) in &log[5..] {
         builder.push(*offset, event);
     }
-    let resumed: Vec<Seal> = first
-        .into_iter()
-        .chain(builder.seal(&KEY, Timestamp::now()))
-        .collect();
+    let resumed: Vec<Seal> = first.into_iter().chain(builder.seal(&KEY, at(1))).collect();
     assert_eq!(resumed.last().unwrap().chain, whole.last().unwrap().chain);
     // Both sets of seals at once (two sealers on one log) check out too.
     let both: Vec<Seal> = resumed.into_iter().chain(whole).collect();
@@ -134,7 +131,7 @@ fn a_dropped_event_is_named_in_the_middle_and_at_the_tail() {
 fn an_inserted_event_is_named_even_when_it_shifts_the_offsets() {
     let log = log(10);
     let seals = seal(&log);
-    let forged = crate::testing::login("mallory", Timestamp::now()).1;
+    let forged = crate::testing::login("mallory", at(0)).1;
     let id = forged.event_id;
     // Inserted at offset 4; everything after moves up by one.
     let mut tampered: Vec<(u64, Event)> = log[..3].to_vec();

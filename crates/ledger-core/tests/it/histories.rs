@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use ledger_core::{
-    Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
-    Subject, Timestamp, decide, decide_subject_revoke,
+    Command, DecideContext, Event, EventId, Generation, Policy, Projection, RevokeReason,
+    SessionId, Subject, Timestamp, decide, decide_subject_revoke,
 };
+use uuid::Uuid;
 
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -43,15 +44,18 @@ pub fn policy() -> Policy {
     }
 }
 
-/// Runs the steps through `decide` on two instances' views; returns every event.
+/// Runs the steps through `decide` on two instances' views; returns every event. The
+/// families are ids 1 to 3; each step's event id is its number, past those.
 pub fn run(steps: &[Step]) -> Vec<Event> {
     let policy = policy();
-    let families: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+    let families: Vec<SessionId> = (1..=3)
+        .map(|n| SessionId::from_uuid(Uuid::from_u128(n)))
+        .collect();
     let subject = Subject::parse("alice").unwrap();
     let mut views = [Projection::new(), Projection::new()];
     let mut log: Vec<Event> = Vec::new();
     let mut now = Timestamp::from_unix_seconds(1_700_000_000);
-    for step in steps {
+    for (n, step) in (1u128 << 64..).zip(steps) {
         now = now.saturating_add(Duration::from_secs(step.advance_secs));
         let instance = step.instance % views.len();
         let view = &views[instance];
@@ -60,7 +64,7 @@ pub fn run(steps: &[Step]) -> Vec<Event> {
             policy: &policy,
             region: if instance == 0 { "eu" } else { "us" },
             trace_context: None,
-            event_id: ledger_core::EventId::random(),
+            event_id: EventId::from_uuid(Uuid::from_u128(n)),
         };
         let family_of = |i: usize| families[i % families.len()];
         let command = match &step.op {

@@ -10,8 +10,8 @@ use ledger_core::ports::{
     BackendError, EventLog, LogEnd as _, LogReader, LogRecord, LogSource, Position, StartFrom,
 };
 use ledger_core::{
-    Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, SessionId,
-    Subject, Timestamp, TraceContext, decide,
+    Command, DecideContext, Event, Generation, Policy, Projection, RevokeReason, Subject,
+    TraceContext, decide,
 };
 use ledger_kafka::{KafkaConfig, KafkaLog};
 use rdkafka::ClientConfig;
@@ -67,15 +67,15 @@ fn histories(n: usize, trace_context: Option<TraceContext>) -> Vec<Event> {
     let policy = Policy::default();
     let mut events = Vec::new();
     for i in 0..n {
-        let now = Timestamp::now();
+        let now = ledger_clock::now();
         let ctx = |offset_ms: u64| DecideContext {
             now: now.saturating_add(Duration::from_millis(offset_ms)),
             policy: &policy,
             region: "test",
             trace_context: trace_context.clone(),
-            event_id: ledger_core::EventId::random(),
+            event_id: ledger_clock::new_event_id(),
         };
-        let id = SessionId::generate();
+        let id = ledger_clock::new_session_id();
         let mut state = Projection::new();
         let mut step = |command, ms| {
             let produced = decide(state.family(&id), None, command, &ctx(ms)).unwrap();

@@ -77,7 +77,7 @@ impl TestStore {
 
 /// One family's events (issued, refreshed, revoked), 1 ms apart, starting at `now`.
 fn family_history(subject: &str, now: Timestamp, policy: &Policy) -> (SessionId, Vec<Event>) {
-    let id = SessionId::generate();
+    let id = ledger_clock::new_session_id();
     let mut state = Projection::new();
     let mut events = Vec::new();
     let commands = [
@@ -104,7 +104,7 @@ fn family_history(subject: &str, now: Timestamp, policy: &Policy) -> (SessionId,
             policy,
             region: "test",
             trace_context: None,
-            event_id: ledger_core::EventId::random(),
+            event_id: ledger_clock::new_event_id(),
         };
         let produced = decide(state.family(&id), None, command, &ctx).unwrap();
         for e in &produced {
@@ -122,7 +122,7 @@ fn subject_revocation(subject: &str, now: Timestamp, policy: &Policy) -> Event {
         policy,
         region: "test",
         trace_context: None,
-        event_id: ledger_core::EventId::random(),
+        event_id: ledger_clock::new_event_id(),
     };
     decide_subject_revoke(Subject::parse(subject).unwrap(), RevokeReason::Admin, &ctx)
 }
@@ -152,7 +152,7 @@ where
 async fn writes_merge_in_any_order_into_the_in_memory_projection() {
     let t = TestStore::spawn().await;
     let policy = Policy::default();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let families: Vec<(SessionId, Vec<Event>)> = (0..5)
         .map(|i| family_history(&format!("user-{}", i % 2), now, &policy))
         .collect();
@@ -233,7 +233,7 @@ async fn writes_merge_in_any_order_into_the_in_memory_projection() {
         .unwrap()
         .0;
     let until = i64::from(ttl.unwrap());
-    let expected_ttl = retain_until.unix_seconds_ceil() - Timestamp::now().unix_seconds();
+    let expected_ttl = retain_until.unix_seconds_ceil() - ledger_clock::now().unix_seconds();
     assert!(
         (expected_ttl - 5..=expected_ttl + 1).contains(&until),
         "ttl {until}, expected about {expected_ttl}"
@@ -254,7 +254,7 @@ async fn state_past_its_retention_is_not_written_and_bad_rows_are_corrupt() {
     assert_eq!(t.store.history(old).await.unwrap(), Vec::<Event>::new());
     assert!(t.store.snapshot().await.unwrap().is_empty());
 
-    let id = SessionId::generate();
+    let id = ledger_clock::new_session_id();
     t.raw
         .query_unpaged(
             format!(
@@ -281,7 +281,7 @@ async fn state_past_its_retention_is_not_written_and_bad_rows_are_corrupt() {
 async fn history_returns_a_familys_recorded_events_in_order() {
     let t = TestStore::spawn().await;
     let policy = Policy::default();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let (id, events) = family_history("carol", now, &policy);
     let (other, other_events) = family_history("carol", now, &policy);
     let subject_wide = subject_revocation("carol", now, &policy);
@@ -299,7 +299,10 @@ async fn history_returns_a_familys_recorded_events_in_order() {
     assert_eq!(t.store.history(id).await.unwrap(), events);
     assert_eq!(t.store.history(other).await.unwrap(), other_events);
     assert_eq!(
-        t.store.history(SessionId::generate()).await.unwrap(),
+        t.store
+            .history(ledger_clock::new_session_id())
+            .await
+            .unwrap(),
         Vec::<Event>::new()
     );
     // The history is not part of the projection.
@@ -319,10 +322,10 @@ async fn a_family_is_gone_once_its_retention_passes() {
         clock_leeway: Duration::ZERO,
         skew_margin: Duration::from_secs(1),
     };
-    let (id, events) = family_history("dave", Timestamp::now(), &policy);
+    let (id, events) = family_history("dave", ledger_clock::now(), &policy);
     let issued = projection_of(&events[..1]);
     let retain_until = issued.family(&id).unwrap().retain_until;
-    assert!(retain_until <= Timestamp::now().saturating_add(Duration::from_secs(3)));
+    assert!(retain_until <= ledger_clock::now().saturating_add(Duration::from_secs(3)));
     t.store.write(&issued).await.unwrap();
     t.store.record_events(&events[..1]).await.unwrap();
 
@@ -338,7 +341,7 @@ async fn a_family_is_gone_once_its_retention_passes() {
         t.store.family(id).await.unwrap().is_none()
     })
     .await;
-    assert!(Timestamp::now() >= retain_until);
+    assert!(ledger_clock::now() >= retain_until);
     assert!(t.store.snapshot().await.unwrap().is_empty());
     // …and removed from the database by its TTL (whole seconds, so a moment later).
     eventually(Duration::from_secs(30), "rows expired by ttl", || async {
@@ -353,7 +356,7 @@ async fn a_family_is_gone_once_its_retention_passes() {
 async fn connecting_twice_to_a_keyspace_keeps_its_schema_and_rows() {
     let t = TestStore::spawn().await;
     let policy = Policy::default();
-    let (id, events) = family_history("erin", Timestamp::now(), &policy);
+    let (id, events) = family_history("erin", ledger_clock::now(), &policy);
     t.store.write(&projection_of(&events)).await.unwrap();
     let again = ScyllaStore::connect(ScyllaConfig::new(nodes(), t.ks()))
         .await
@@ -392,7 +395,7 @@ async fn an_unreachable_database_is_unavailable() {
 async fn a_batch_writes_each_familys_history_and_state_and_stays_a_merge() {
     let t = TestStore::spawn().await;
     let policy = Policy::default();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let families: Vec<(SessionId, Vec<Event>)> = (0..120)
         .map(|i| family_history(&format!("user{i}"), now, &policy))
         .collect();
@@ -471,22 +474,22 @@ async fn seals_are_kept_per_run_and_the_newest_is_found_per_partition() {
 
     let t = TestStore::spawn().await;
     let events: Vec<_> = (0..4)
-        .map(|i| ledger_core::testing::login(&format!("user{i}"), Timestamp::now()).1)
+        .map(|i| ledger_core::testing::login(&format!("user{i}"), ledger_clock::now()).1)
         .collect();
     let mut p0 = SealBuilder::resume(0, None);
     p0.push(5, &events[0]);
-    let first = p0.seal(&Unsigned, Timestamp::now()).unwrap();
+    let first = p0.seal(&Unsigned, ledger_clock::now()).unwrap();
     t.store.put(&first).await.unwrap();
     // Written again (a sealer retrying): still one row.
     t.store.put(&first).await.unwrap();
     p0.push(6, &events[1]);
     p0.push(7, &events[2]);
-    let second = p0.seal(&Unsigned, Timestamp::now()).unwrap();
+    let second = p0.seal(&Unsigned, ledger_clock::now()).unwrap();
     assert_eq!(second.prev_chain, first.chain);
     t.store.put(&second).await.unwrap();
     let mut p2 = SealBuilder::resume(2, None);
     p2.push(1, &events[3]);
-    let other = p2.seal(&Unsigned, Timestamp::now()).unwrap();
+    let other = p2.seal(&Unsigned, ledger_clock::now()).unwrap();
     t.store.put(&other).await.unwrap();
 
     assert_eq!(

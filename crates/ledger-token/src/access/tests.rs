@@ -25,7 +25,7 @@ fn fixture() -> Fixture {
         issuer: AccessTokenIssuer::new(keys, "https://issuer.test", "api"),
         validator,
         subject: Subject::parse("alice").unwrap(),
-        session: SessionId::generate(),
+        session: ledger_clock::new_session_id(),
     }
 }
 

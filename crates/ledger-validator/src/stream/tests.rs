@@ -85,7 +85,7 @@ fn positions_are_plain_decimal_offsets() {
 async fn history_then_live_revocations_resumable_after_a_position() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let (alice, events) = login_and_logout("alice", Timestamp::now());
+    let (alice, events) = login_and_logout("alice", ledger_clock::now());
     log.append(&events).await.unwrap();
     let (stream, _shutdown) = stream(&log, config());
 
@@ -95,7 +95,7 @@ async fn history_then_live_revocations_resumable_after_a_position() {
     assert!(first.contains(&alice.to_string()), "{first}");
 
     // Live: appended while the stream waits.
-    let (bob, events) = login_and_logout("bob", Timestamp::now());
+    let (bob, events) = login_and_logout("bob", ledger_clock::now());
     log.append(&events).await.unwrap();
     let second = next_event(&mut rx).await;
     assert!(second.starts_with("id: 4\n"), "{second}");
@@ -116,7 +116,7 @@ async fn history_then_live_revocations_resumable_after_a_position() {
 async fn a_position_beyond_the_end_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let (_, events) = login_and_logout("alice", Timestamp::now());
+    let (_, events) = login_and_logout("alice", ledger_clock::now());
     log.append(&events).await.unwrap();
     let (stream, _shutdown) = stream(&log, config());
     assert!(stream.open(Some(StreamPosition(2))).await.is_ok());
@@ -137,7 +137,7 @@ async fn a_position_beyond_the_end_is_refused() {
 async fn expired_revocations_are_skipped_and_announced_when_they_expire() {
     let dir = tempfile::tempdir().unwrap();
     let log = Embedded::open(dir.path()).unwrap();
-    let now = Timestamp::now();
+    let now = ledger_clock::now();
     let (_, stale) = login_and_logout("old", now.saturating_sub(in_force_for()));
     log.append(&stale).await.unwrap();
     let soon = now
@@ -155,7 +155,7 @@ async fn expired_revocations_are_skipped_and_announced_when_they_expire() {
         expired.starts_with(&format!("event: expired\ndata: {{\"key\":\"{expiring}\"")),
         "{expired}"
     );
-    assert!(Timestamp::now() >= RevocationRecord::from_event(&events[1]).unwrap().keep_until);
+    assert!(ledger_clock::now() >= RevocationRecord::from_event(&events[1]).unwrap().keep_until);
 
     // A consumer starting now gets none of it.
     let mut rx = stream.open(None).await.unwrap();
@@ -175,7 +175,7 @@ async fn a_consumer_that_does_not_read_holds_back_no_other() {
     let stuck = stream.open(None).await.unwrap();
     let mut reading = stream.open(None).await.unwrap();
     for i in 0..20 {
-        let (_, events) = login_and_logout(&format!("user-{i}"), Timestamp::now());
+        let (_, events) = login_and_logout(&format!("user-{i}"), ledger_clock::now());
         log.append(&events).await.unwrap();
     }
     for i in 0..20 {
