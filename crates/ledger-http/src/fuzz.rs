@@ -97,6 +97,15 @@ proptest! {
     }
 
     #[test]
+    fn form_pairs_read_every_body_as_form_urlencoded_does(
+        body in prop_oneof![form_body(), prop::collection::vec(any::<u8>(), 0..128)],
+    ) {
+        let ours: Vec<_> = crate::form_pairs(&body).collect();
+        let reference: Vec<_> = form_urlencoded::parse(&body).collect();
+        prop_assert_eq!(ours, reference);
+    }
+
+    #[test]
     fn credentials_and_trace_headers_survive_any_values(
         authorization in prop::collection::vec(any::<u8>(), 0..64),
         traceparent in prop_oneof![

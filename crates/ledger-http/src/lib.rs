@@ -8,7 +8,9 @@ mod fuzz;
 pub mod metrics;
 pub mod trace;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -135,6 +137,29 @@ pub fn no_store_json(status: StatusCode, body: &impl Serialize) -> HttpResponse 
 #[derive(Debug, Default)]
 pub struct Form(HashMap<String, String>);
 
+/// The `(name, value)` pairs of a form body, exactly as [`form_urlencoded::parse`]
+/// reads them, but borrowed without decoding when there is nothing to decode (no `%`,
+/// no `+`, valid UTF-8): a token's bytes are not copied, nor checked twice.
+pub fn form_pairs(body: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let plain = !body.iter().any(|&b| b == b'%' || b == b'+');
+    let borrowed = if plain {
+        std::str::from_utf8(body).ok()
+    } else {
+        None
+    };
+    let (fast, slow) = match borrowed {
+        Some(text) => (Some(text), None),
+        None => (None, Some(form_urlencoded::parse(body))),
+    };
+    let fast = fast.into_iter().flat_map(|text| {
+        text.split('&').filter(|p| !p.is_empty()).map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (Cow::Borrowed(name), Cow::Borrowed(value))
+        })
+    });
+    fast.chain(slow.into_iter().flatten())
+}
+
 impl Form {
     pub fn parse(req: &HttpRequest, body: &[u8]) -> Result<Form, ApiError> {
         let content_type = req
@@ -149,11 +174,17 @@ impl Form {
             ));
         }
         let mut params = HashMap::new();
-        for (k, v) in form_urlencoded::parse(body) {
-            if params.insert(k.to_string(), v.into_owned()).is_some() {
-                return Err(ApiError::invalid_request(format!(
-                    "parameter {k} is repeated"
-                )));
+        for (k, v) in form_pairs(body) {
+            match params.entry(k.into_owned()) {
+                Entry::Occupied(seen) => {
+                    return Err(ApiError::invalid_request(format!(
+                        "parameter {} is repeated",
+                        seen.key()
+                    )));
+                }
+                Entry::Vacant(new) => {
+                    new.insert(v.into_owned());
+                }
             }
         }
         params.retain(|_, v: &mut String| !v.is_empty());

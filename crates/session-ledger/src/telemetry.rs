@@ -1,6 +1,8 @@
 //! Logs to stderr, and traces over OTLP/gRPC when `LEDGER_OTLP_ENDPOINT` is set
 //! (nothing is exported, and nothing fails, when it is not).
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -26,10 +28,17 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_env("LEDGER_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
+/// Colours only for a terminal: a log redirected to a file or a collector gets plain
+/// `key=value` text (and the server formats no escape codes per request).
+fn ansi() -> bool {
+    std::io::stderr().is_terminal()
+}
+
 pub fn init_logs_only() {
     tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
+        .with_ansi(ansi())
         .init();
 }
 
@@ -39,6 +48,7 @@ pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi())
         .with_filter(filter());
     let Some(endpoint) = otlp_endpoint else {
         tracing_subscriber::registry().with(logs).init();
