@@ -15,6 +15,8 @@ mod decide;
 mod event;
 mod explain;
 mod family;
+#[cfg(test)]
+mod fuzz;
 mod ids;
 mod policy;
 pub mod ports;

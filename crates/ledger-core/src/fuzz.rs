@@ -3,7 +3,7 @@
 //! it accepts folds into a projection without panicking either. Bounded by
 //! `PROPTEST_CASES` (default `CASES`; set it higher for a longer run).
 
-use ledger_core::{Event, Projection, Timestamp};
+use crate::{Projection, Timestamp, testing};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -55,7 +55,7 @@ fn json() -> impl Strategy<Value = Value> {
 
 /// Valid events of every type, as JSON values.
 fn valid_events() -> Vec<Value> {
-    use ledger_core::{
+    use crate::{
         Command, DecideContext, EventId, Policy, RevokeReason, SessionId, Subject, decide,
     };
     use uuid::Uuid;
@@ -83,7 +83,7 @@ fn valid_events() -> Vec<Value> {
         reason: RevokeReason::Logout,
     };
     events.extend(decide(projection.family(&session_id), None, revoke, &ctx).unwrap());
-    events.push(ledger_core::decide_subject_revoke(
+    events.push(crate::decide_subject_revoke(
         Subject::parse("bob").unwrap(),
         RevokeReason::Admin,
         &ctx,
@@ -117,26 +117,9 @@ fn mutate(v: &mut Value, path: &[prop::sample::Index], with: Value) {
     }
 }
 
-/// Decodes `bytes`; whatever decodes is re-encoded and folded into a projection.
+/// [`testing::decoded_event_holds`], judged at [`NOW`].
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(event) = Event::from_json(bytes) {
-        let again = Event::from_json(&event.to_json()).ok();
-        prop_assert_eq!(
-            again.as_ref(),
-            Some(&event),
-            "an accepted event must survive a round trip"
-        );
-        let mut projection = Projection::new();
-        projection.apply(&event);
-        projection.apply(&event);
-        let _ = projection.digest();
-        for family in projection.families() {
-            let _ = projection.status(&family.session_id, NOW);
-        }
-        projection.prune(NOW);
-        let _ = event.partition_key();
-    }
-    Ok(())
+    testing::decoded_event_holds(bytes, NOW).map_err(TestCaseError::fail)
 }
 
 proptest! {
