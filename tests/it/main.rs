@@ -5,6 +5,7 @@ mod audit;
 mod crash;
 mod credentials;
 mod explain;
+mod fence_off;
 mod full_restart;
 mod input;
 mod lifecycle;

@@ -2,7 +2,7 @@
 //! [`KafkaFence`] waits for the projector's checkpoint, [`KafkaLogEnd`] tells a reader
 //! of this process how far it has to read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct KafkaFence {
     group: String,
     wait: Duration,
     timeout: Duration,
+    /// With [`KafkaFence::once_per_partition`]: the partitions proven projected since
+    /// the fence opened, which it does not wait for again.
+    proven: Option<Mutex<HashSet<i32>>>,
 }
 
 impl std::fmt::Debug for KafkaFence {
@@ -86,6 +89,27 @@ impl KafkaFence {
             group: group.to_owned(),
             wait,
             timeout: config.operation_timeout,
+            proven: None,
+        })
+    }
+
+    /// Waits for each partition only until the projector has once passed the end it
+    /// had when first asked, then never again: for one API instance that trusts the
+    /// projection (`LEDGER_API_FENCE=off`) and has just started. What this instance
+    /// appends from then on it remembers itself; what it appended before a restart it
+    /// has forgotten, and the projection may not hold it yet (a signout acknowledged
+    /// just before the restart).
+    #[must_use]
+    pub fn once_per_partition(mut self) -> Self {
+        self.proven = Some(Mutex::default());
+        self
+    }
+
+    fn proven(&self, partition: i32) -> bool {
+        self.proven.as_ref().is_some_and(|p| {
+            p.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&partition)
         })
     }
 }
@@ -276,6 +300,9 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
 impl ProjectionFence for KafkaFence {
     async fn await_projected(&self, key: &str) -> Result<(), BackendError> {
         let partition = partition_for(key.as_bytes(), self.partitions);
+        if self.proven(partition) {
+            return Ok(());
+        }
         let started = Instant::now();
         let (consumer, topics, timeout) =
             (self.consumer.clone(), self.topics.clone(), self.timeout);
@@ -317,6 +344,12 @@ impl ProjectionFence for KafkaFence {
             let mut at = committed.into_iter();
             pending.retain(|&(_, end)| at.next().is_none_or(|c| c < end));
             if pending.is_empty() {
+                if let Some(proven) = &self.proven {
+                    proven
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(partition);
+                }
                 return Ok(());
             }
             if started.elapsed() >= self.wait {

@@ -27,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{ApiView, Backend, Settings};
 
+/// With `LEDGER_API_FENCE=off`: how long a refresh after a start waits for the
+/// projector to pass the end of its family's partition (once per partition; `503`
+/// after it).
+const STARTUP_FENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Which roles a process runs (`dev` runs all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roles {
@@ -256,6 +261,15 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 abort_after_append: settings.abort_after_append,
             },
         );
+        // Without the fence, one instance trusts the projection and its own recent
+        // writes; after a restart it has forgotten those, so it waits for each
+        // partition once (`STARTUP_FENCE`) before it decides on it.
+        if let (None, Some(log)) = (settings.api_fence, &ports.kafka) {
+            let fence = KafkaFence::open(log.config(), &projector_group(&settings), STARTUP_FENCE)
+                .await
+                .context("opening the projection fence")?;
+            service = service.with_fence(Arc::new(fence.once_per_partition()));
+        }
         if let Some(wait) = settings.api_fence {
             let view = |end: Arc<dyn LogEnd>| {
                 Arc::new(ledger_api::FamilyView::new(
