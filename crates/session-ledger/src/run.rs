@@ -96,24 +96,69 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
     let (credentials, generated_credentials) = credentials(&settings, roles)?;
     let ports = Ports::open(&settings).await?;
     let keys = KeyDir::new(settings.data_dir.join("keys"));
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
     let ssf = ssf_transmitter(&settings, &ports, &keys)?;
-    let mut running = Running {
-        api_addr: None,
-        validator_addr: None,
-        projector_addr: None,
-        generated_credentials,
-        shutdown: shutdown.clone(),
+    let mut assembly = Assembly {
+        settings,
+        ports,
+        keys,
+        credentials,
+        ssf,
+        shutdown: CancellationToken::new(),
         tasks: JoinSet::new(),
     };
+    let projector_addr = if roles.projector {
+        assembly.projector(!roles.api && !roles.validator).await?
+    } else {
+        None
+    };
+    let api_addr = match roles.api {
+        true => Some(assembly.api().await?),
+        false => None,
+    };
+    let validator_addr = match roles.validator {
+        true => Some(assembly.validator().await?),
+        false => None,
+    };
+    Ok(Running {
+        api_addr,
+        validator_addr,
+        projector_addr,
+        generated_credentials,
+        shutdown: assembly.shutdown,
+        tasks: assembly.tasks,
+    })
+}
 
-    if roles.projector {
+/// One process's roles while they are put together: what they share, and the tasks
+/// they spawn.
+struct Assembly {
+    settings: Settings,
+    ports: Ports,
+    keys: KeyDir,
+    credentials: Credentials,
+    ssf: Option<Ssf>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Assembly {
+    /// The projector and what runs beside it (revocation topic, SSF fan-out and push,
+    /// sealer, pruner); with `serve_status`, its own status listener (the address).
+    async fn projector(&mut self, serve_status: bool) -> anyhow::Result<Option<SocketAddr>> {
+        let Assembly {
+            settings,
+            ports,
+            keys,
+            ssf,
+            shutdown,
+            tasks,
+            ..
+        } = self;
         let projector = Projector::new(
             ports.source.clone(),
             ports.store.clone(),
             ProjectorConfig {
-                group: projector_group(&settings),
+                group: projector_group(settings),
                 abort_before_commit: settings.abort_before_commit,
                 ..ProjectorConfig::default()
             },
@@ -144,7 +189,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 transmitter.clone(),
                 ports.source.clone(),
                 store.clone(),
-                fanout_group(&settings),
+                fanout_group(settings),
             );
             let token = shutdown.clone();
             tasks.spawn(async move { fanout.run(token).await.context("ssf fan-out") });
@@ -188,8 +233,8 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             });
             status
         });
-        // A process running only the projector still has probes and metrics.
-        if !roles.api && !roles.validator {
+        // Its own listener for probes and metrics, when no other role serves them.
+        if serve_status {
             let server = HttpServer::new(move || {
                 let (stats, sealer) = (stats.clone(), sealer_health.clone());
                 let pruner = pruner.clone();
@@ -222,13 +267,25 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
             .bind(settings.projector_addr)
             .with_context(|| format!("projector: cannot listen on {}", settings.projector_addr))?;
             let addr = first_addr(&server.addrs(), "projector")?;
-            spawn_server(server.run(), "projector", &shutdown, &mut tasks);
+            spawn_server(server.run(), "projector", shutdown, tasks);
             tracing::info!(%addr, "projector status listening");
-            running.projector_addr = Some(addr);
+            return Ok(Some(addr));
         }
+        Ok(None)
     }
 
-    if roles.api {
+    /// The API: the session service over the log (with its view or fence) and its
+    /// listener (the address).
+    async fn api(&mut self) -> anyhow::Result<SocketAddr> {
+        let Assembly {
+            settings,
+            ports,
+            keys,
+            credentials,
+            ssf,
+            shutdown,
+            tasks,
+        } = self;
         let (signing, refresh_tokens) = keys
             .load_or_create()
             .with_context(|| format!("loading keys from {}", keys.path().display()))?;
@@ -243,7 +300,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let store: Arc<dyn ProjectionStore> = match &ports.embedded {
             Some(embedded) => Arc::new(ledger_embedded::CurrentProjection::new(
                 embedded.clone(),
-                projector_group(&settings),
+                projector_group(settings),
             )),
             None => ports.store.clone(),
         };
@@ -265,7 +322,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         // writes; after a restart it has forgotten those, so it waits for each
         // partition once (`STARTUP_FENCE`) before it decides on it.
         if let (None, Some(log)) = (settings.api_fence, &ports.kafka) {
-            let fence = KafkaFence::open(log.config(), &projector_group(&settings), STARTUP_FENCE)
+            let fence = KafkaFence::open(log.config(), &projector_group(settings), STARTUP_FENCE)
                 .await
                 .context("opening the projection fence")?;
             service = service.with_fence(Arc::new(fence.once_per_partition()));
@@ -276,7 +333,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                     ports.source.clone(),
                     end,
                     ports.store.clone(),
-                    ledger_api::FamilyViewConfig::new(projector_group(&settings), wait),
+                    ledger_api::FamilyViewConfig::new(projector_group(settings), wait),
                 ))
             };
             let view = match (&settings.api_view, &ports.kafka, &ports.embedded) {
@@ -287,7 +344,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
                 ))),
                 (ApiView::Log, None, Some(embedded)) => Some(view(Arc::new(embedded.clone()))),
                 (ApiView::Store, Some(log), _) => {
-                    let fence = KafkaFence::open(log.config(), &projector_group(&settings), wait)
+                    let fence = KafkaFence::open(log.config(), &projector_group(settings), wait)
                         .await
                         .context("opening the projection fence")?;
                     service = service.with_fence(Arc::new(fence));
@@ -332,19 +389,30 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         .bind(settings.api_addr)
         .with_context(|| format!("api: cannot listen on {}", settings.api_addr))?;
         let addr = first_addr(&server.addrs(), "api")?;
-        spawn_server(server.run(), "api", &shutdown, &mut tasks);
+        spawn_server(server.run(), "api", shutdown, tasks);
         tracing::info!(%addr, "api listening");
-        running.api_addr = Some(addr);
+        Ok(addr)
     }
 
-    if roles.validator {
+    /// The validator: its view fed from the log, JWKS, the revocation stream, and its
+    /// listener (the address).
+    async fn validator(&mut self) -> anyhow::Result<SocketAddr> {
+        let Assembly {
+            settings,
+            ports,
+            keys,
+            credentials,
+            shutdown,
+            tasks,
+            ..
+        } = self;
         let view = Arc::new(RevocationView::new(settings.validator_max_staleness));
         let feeder = ViewFeeder::new(
             view.clone(),
             ports.source.clone(),
             ports.store.clone(),
             FeederConfig {
-                projector_group: projector_group(&settings),
+                projector_group: projector_group(settings),
                 abort_before_commit: settings.abort_before_commit,
                 ..FeederConfig::default()
             },
@@ -352,7 +420,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         let token = shutdown.clone();
         tasks.spawn(async move { feeder.run(token).await.context("validator feed") });
         let verification = match &settings.jwks_url {
-            Some(url) => JwksRefresher::initial_keys(url, JwksConfig::default(), &shutdown).await?,
+            Some(url) => JwksRefresher::initial_keys(url, JwksConfig::default(), shutdown).await?,
             None => keys
                 .signing_keys()
                 .with_context(|| {
@@ -397,7 +465,7 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         };
         let state = ValidatorState {
             introspector,
-            credentials,
+            credentials: credentials.clone(),
             revocation_stream,
             jwks,
         };
@@ -415,13 +483,10 @@ pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<Running> 
         .bind(settings.validator_addr)
         .with_context(|| format!("validator: cannot listen on {}", settings.validator_addr))?;
         let addr = first_addr(&server.addrs(), "validator")?;
-        spawn_server(server.run(), "validator", &shutdown, &mut tasks);
+        spawn_server(server.run(), "validator", shutdown, tasks);
         tracing::info!(%addr, "validator listening");
-        running.validator_addr = Some(addr);
+        Ok(addr)
     }
-
-    running.tasks = tasks;
-    Ok(running)
 }
 
 /// The Shared Signals transmitter, when receivers are configured: it signs with an
