@@ -115,12 +115,11 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let micros = match &b[19..b.len() - 1] {
+    let nanos = match &b[19..b.len() - 1] {
         [] => 0,
         [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
-            let digits = num(20..20 + frac.len())?;
-            // Scale to exactly nine digits (nanoseconds), then truncate to micros.
-            digits * 10i64.pow(9 - u32::try_from(frac.len()).ok()?) / 1_000
+            // Scale to exactly nine digits (nanoseconds).
+            num(20..20 + frac.len())? * 10i64.pow(9 - u32::try_from(frac.len()).ok()?)
         }
         _ => return None,
     };
@@ -143,7 +142,10 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(Timestamp(secs * 1_000_000 + micros))
+    // As the full parser does: nanoseconds since the epoch divided by 1 000 towards
+    // zero, so before 1970 sub-microsecond digits round up (towards the epoch).
+    let round_up = i64::from(secs < 0 && nanos % 1_000 != 0);
+    Some(Timestamp(secs * 1_000_000 + nanos / 1_000 + round_up))
 }
 
 fn duration_micros(d: Duration) -> i64 {
@@ -222,6 +224,144 @@ mod tests {
         ] {
             let t = Timestamp(micros);
             assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
+        }
+    }
+
+    /// The full parser's reading, as `parse_rfc3339` made it before the fast path.
+    fn full(s: &str) -> Result<Timestamp, time::error::Parse> {
+        let t = OffsetDateTime::parse(s, &Rfc3339)?;
+        Ok(Timestamp(
+            i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX),
+        ))
+    }
+
+    /// The fast path either agrees with the full parser or leaves the string to it.
+    fn agrees(s: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        if let Some(fast) = parse_canonical(s.as_bytes()) {
+            prop_assert_eq!(Ok(fast), full(s).map_err(|e| e.to_string()), "{}", s);
+        }
+        prop_assert_eq!(
+            Timestamp::parse_rfc3339(s).map_err(|e| e.to_string()),
+            full(s).map_err(|e| e.to_string()),
+            "{}",
+            s
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_fast_parser_handles_the_edges_as_the_full_one() {
+        // Taken by the fast path, and read as the full parser reads them.
+        for s in [
+            "0000-01-01T00:00:00Z",
+            "0999-12-31T23:59:59.999999Z",
+            "1000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1600-02-29T12:00:00Z",
+            "1969-12-31T23:59:59.9999995Z",
+            "1969-12-31T23:59:59.000000001Z",
+            "1900-01-01T00:00:00.0000009Z",
+            "2023-11-14T22:13:20.1Z",
+            "2023-11-14T22:13:20.12345678Z",
+        ] {
+            assert!(parse_canonical(s.as_bytes()).is_some(), "{s}");
+            agrees(s).unwrap();
+        }
+        // Left to the full parser: a leap second, an offset other than Z, a dot without
+        // digits, more than nine digits, a lower-case or missing separator, a year
+        // that is not four digits, February 29th of a common year (1900).
+        for s in [
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:60.5Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-11-14T22:13:20.5-05:30",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20.1234567891Z",
+            "2023-11-14t22:13:20Z",
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20",
+            "999-11-14T22:13:20Z",
+            "10000-11-14T22:13:20Z",
+            "+2023-11-14T22:13:20Z",
+            "1900-02-29T00:00:00Z",
+            "2023-11-14T22:13:2xZ",
+            "2023-1１-14T22:13:20Z",
+        ] {
+            assert_eq!(parse_canonical(s.as_bytes()), None, "{s}");
+            agrees(s).unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 4096,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Strings close to the canonical form, with every field allowed out of range.
+        #[test]
+        fn the_fast_parser_agrees_with_the_full_one_near_its_shape(
+            year in proptest::prop_oneof![0u32..10_000, 0u32..100_000],
+            month in 0u32..14,
+            day in 0u32..33,
+            hour in 0u32..25,
+            minute in 0u32..61,
+            second in 0u32..62,
+            fraction in proptest::option::of("[0-9]{0,12}"),
+            separator in proptest::sample::select(vec!["T", "t", " "]),
+            zone in proptest::sample::select(
+                vec!["Z", "z", "+00:00", "-00:00", "+01:30", "-05:00", ""],
+            ),
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let s = format!(
+                "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}\
+                 {fraction}{zone}"
+            );
+            agrees(&s)?;
+        }
+
+        /// Every instant of years 0000 to 9999, written with 0 to 9 fraction digits:
+        /// taken by the fast path, and read as the full parser reads it.
+        #[test]
+        fn the_fast_parser_reads_every_canonical_instant(
+            nanos in -62_167_219_200_000_000_000i128..253_402_300_800_000_000_000,
+            digits in 0usize..10,
+        ) {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let fraction = format!("{:09}", t.nanosecond());
+            let fraction = match digits {
+                0 => String::new(),
+                n => format!(".{}", &fraction[..n]),
+            };
+            let s = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            proptest::prop_assert!(parse_canonical(s.as_bytes()).is_some(), "{}", s);
+            agrees(&s)?;
+        }
+
+        /// Whatever this type writes reads back exactly, through the fast path.
+        #[test]
+        fn written_timestamps_read_back(
+            micros in -62_167_219_200_000_000i64..253_402_300_800_000_000,
+        ) {
+            let t = Timestamp(micros);
+            let s = t.to_rfc3339();
+            proptest::prop_assert_eq!(parse_canonical(s.as_bytes()), Some(t), "{}", s);
+        }
+
+        #[test]
+        fn any_string_is_read_as_the_full_parser_reads_it(s in ".{0,40}") {
+            agrees(&s)?;
         }
     }
 
