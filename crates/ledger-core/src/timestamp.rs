@@ -102,24 +102,41 @@ pub fn set_test_clock_offset(micros: i64) {
 /// general RFC 3339 machinery (replays decode millions of these). `None` sends every
 /// other form, and anything out of range, to the full parser.
 fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    /// What a fraction of `n` digits is multiplied by to make nanoseconds.
+    const SCALE_TO_NANOS: [i64; 10] = [
+        1_000_000_000,
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;
     }
     if b[16] != b':' || *b.last()? != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        b.get(r)?.iter().try_fold(0i64, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
+    let digit = |i: usize| -> Option<i64> {
+        let d = b[i].wrapping_sub(b'0');
+        (d < 10).then_some(i64::from(d))
     };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
     let nanos = match &b[19..b.len() - 1] {
         [] => 0,
         [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+            let digits = frac.iter().try_fold(0i64, |n, &c| {
+                let d = c.wrapping_sub(b'0');
+                (d < 10).then(|| n * 10 + i64::from(d))
+            })?;
             // Scale to exactly nine digits (nanoseconds).
-            num(20..20 + frac.len())? * 10i64.pow(9 - u32::try_from(frac.len()).ok()?)
+            digits * SCALE_TO_NANOS[frac.len()]
         }
         _ => return None,
     };
@@ -166,8 +183,30 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(TimestampVisitor)
+    }
+}
+
+/// Parses the string where the deserializer has it (borrowed from the input, or its
+/// scratch buffer when the string has escapes), without copying it into a `String`.
+struct TimestampVisitor;
+
+impl serde::de::Visitor<'_> for TimestampVisitor {
+    type Value = Timestamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+        Timestamp::parse_rfc3339(s).map_err(E::custom)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Timestamp, E> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(b), &self)),
+        }
     }
 }
 
