@@ -169,8 +169,19 @@ impl Event {
     /// object to resolve the flattened `type`/`data`): one pass over the bytes. The
     /// payload is read straight into its type when `type` comes before `data` (as
     /// this crate writes it); otherwise it is kept as raw JSON until `type` is known.
+    ///
+    /// The bytes are checked to be UTF-8 once, as a whole, rather than string by
+    /// string; bytes that are not (which the JSON this crate writes never are) take the
+    /// byte reader, which reads them exactly as before.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::read(serde_json::de::StrRead::new(text)),
+            Err(_) => Self::read(serde_json::de::SliceRead::new(bytes)),
+        }
+    }
+
+    fn read<'de, R: serde_json::de::Read<'de>>(read: R) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::new(read);
         let event = serde::Deserializer::deserialize_map(&mut de, wire::EventVisitor)?;
         de.end()?;
         Ok(event)
@@ -214,8 +225,23 @@ mod wire {
         RevokedAll,
     }
 
-    impl Type {
-        fn parse<E: de::Error>(name: &str) -> Result<Type, E> {
+    /// The event type, read without copying its name.
+    impl<'de> Deserialize<'de> for Type {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Type, D::Error> {
+            d.deserialize_str(TypeVisitor)
+        }
+    }
+
+    struct TypeVisitor;
+
+    impl Visitor<'_> for TypeVisitor {
+        type Value = Type;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<Type, E> {
             match name {
                 "SessionIssued" => Ok(Type::Issued),
                 "SessionRefreshed" => Ok(Type::Refreshed),
@@ -223,7 +249,9 @@ mod wire {
                 other => Err(de::Error::unknown_variant(other, TYPES)),
             }
         }
+    }
 
+    impl Type {
         fn payload<'de, A: MapAccess<'de>>(self, map: &mut A) -> Result<EventKind, A::Error> {
             Ok(match self {
                 Type::Issued => EventKind::SessionIssued(map.next_value::<SessionIssued>()?),
@@ -290,10 +318,7 @@ mod wire {
                     Field::TraceContext => {
                         once(&mut trace_context, map.next_value()?, "trace_context")?
                     }
-                    Field::Type => {
-                        let name: std::borrow::Cow<'de, str> = map.next_value()?;
-                        once(&mut kind_type, Type::parse(&name)?, "type")?;
-                    }
+                    Field::Type => once(&mut kind_type, map.next_value()?, "type")?,
                     Field::Data => {
                         if kind.is_some() || raw.is_some() {
                             return Err(de::Error::duplicate_field("data"));
