@@ -110,9 +110,17 @@ fn mutate(v: &mut Value, path: &[prop::sample::Index], with: Value) {
     }
 }
 
-/// Decodes `bytes`; whatever decodes is re-encoded and folded into a projection.
+/// Decodes `bytes`; whatever decodes is re-encoded and folded into a projection. The
+/// decoder's fast path reads it as the general reader does.
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(event) = Event::from_json(bytes) {
+    let decoded = Event::from_json(bytes);
+    let general = Event::from_json_general(bytes);
+    prop_assert_eq!(
+        decoded.as_ref().ok(),
+        general.as_ref().ok(),
+        "the fast path and the general reader differ"
+    );
+    if let Ok(event) = decoded {
         let again = Event::from_json(&event.to_json()).ok();
         prop_assert_eq!(
             again.as_ref(),
