@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,7 +98,13 @@ impl Projection {
     /// Folds one event in. Idempotent and order-insensitive.
     pub fn apply(&mut self, event: &Event) {
         if let Some(family) = FamilyState::from_event(event) {
-            self.merge_family(&family);
+            // The event's state is built for this call: a new family keeps it as is.
+            match self.families.entry(family.session_id) {
+                Entry::Occupied(mut existing) => existing.get_mut().merge(&family),
+                Entry::Vacant(slot) => {
+                    slot.insert(family);
+                }
+            }
         } else if let Some(subject) = SubjectRevocation::from_event(event) {
             self.merge_subject(&subject);
         }
