@@ -22,8 +22,16 @@ pub struct Scanned {
     pub end: Vec<Position>,
 }
 
+/// How long [`scan`] waits for a record while the reader knows the log holds more.
+const PATIENCE: Duration = Duration::from_secs(30);
+
 /// Reads the log from `start` to its end, handing every record to `each`, with a
 /// progress line on standard error every second (`label` names the tool).
+///
+/// The end is a poll that brings nothing within half a second, once the reader
+/// knows of no more events (its lag is zero or unknown). While it knows of more (a
+/// Kafka broker slow to answer a fetch), it waits for them, up to [`PATIENCE`]
+/// without a record, and then fails rather than report part of the log.
 pub async fn scan(
     source: &dyn LogSource,
     start: StartFrom,
@@ -34,11 +42,24 @@ pub async fn scan(
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut read, mut elapsed) = (0u64, Duration::ZERO);
+    let mut last_record = tokio::time::Instant::now();
     loop {
         let batch = reader.poll(10_000, Duration::from_millis(500)).await?;
         if batch.is_empty() {
-            break;
+            match reader.lag() {
+                Some(lag) if lag > 0 => {
+                    anyhow::ensure!(
+                        last_record.elapsed() < PATIENCE,
+                        "{label}: the log holds {lag} more events, but none arrived for {} s \
+                         (read {read} so far)",
+                        PATIENCE.as_secs()
+                    );
+                    continue;
+                }
+                _ => break,
+            }
         }
+        last_record = tokio::time::Instant::now();
         elapsed = started.elapsed();
         read += batch.len() as u64;
         let mut past_end = false;
@@ -90,5 +111,98 @@ fn progress(label: &str, read: u64, lag: Option<u64>, elapsed: Duration, done: b
         }
     } else {
         let _ = writeln!(err, "{label}: {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use async_trait::async_trait;
+    use ledger_core::ports::{BackendError, LogReader};
+    use ledger_core::testing::{at, login_and_logout, records};
+    use ledger_core::{Event, Timestamp};
+
+    use super::*;
+
+    /// A log whose reader answers with the batches given, in turn (an empty one: a
+    /// poll that waited in vain), and reports as lag what the batches still hold.
+    #[derive(Debug)]
+    struct Scripted(Vec<Vec<LogRecord>>);
+
+    #[derive(Debug)]
+    struct ScriptedReader(VecDeque<Vec<LogRecord>>);
+
+    #[async_trait]
+    impl LogSource for Scripted {
+        async fn reader(&self, _: StartFrom) -> Result<Box<dyn LogReader>, BackendError> {
+            Ok(Box::new(ScriptedReader(self.0.clone().into())))
+        }
+
+        async fn committed(&self, _: &str) -> Result<Vec<Position>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[async_trait]
+    impl LogReader for ScriptedReader {
+        async fn poll(&mut self, _: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError> {
+            let batch = self.0.pop_front().unwrap_or_default();
+            if batch.is_empty() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(batch)
+        }
+
+        async fn commit(&mut self, _: &[Position]) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn positions(&self) -> Vec<Position> {
+            Vec::new()
+        }
+
+        fn lag(&self) -> Option<u64> {
+            Some(self.0.iter().map(|b| b.len() as u64).sum())
+        }
+
+        fn caught_up_at(&self) -> Option<Timestamp> {
+            None
+        }
+    }
+
+    fn events() -> Vec<Event> {
+        login_and_logout("alice", at(0)).1
+    }
+
+    async fn count(log: &Scripted) -> anyhow::Result<usize> {
+        let mut n = 0;
+        scan(log, StartFrom::Beginning, "test", |_| {
+            n += 1;
+            Ok(Flow::Continue)
+        })
+        .await?;
+        Ok(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_log_is_read_to_its_end() {
+        let all = records(&events());
+        let (first, second) = all.split_at(1);
+        // The second batch comes after four polls that brought nothing.
+        let mut batches = vec![first.to_vec()];
+        batches.extend(std::iter::repeat_n(Vec::new(), 4));
+        batches.push(second.to_vec());
+        assert_eq!(count(&Scripted(batches)).await.unwrap(), all.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_the_log_holds_but_never_delivers_fail_the_scan() {
+        let all = records(&events());
+        let mut batches = vec![all[..1].to_vec()];
+        batches.extend(std::iter::repeat_n(Vec::new(), 100));
+        batches.push(all[1..].to_vec());
+        let error = count(&Scripted(batches)).await.unwrap_err().to_string();
+        assert!(error.contains("none arrived for 30 s"), "{error}");
     }
 }

@@ -235,6 +235,98 @@ fn replay_parallel(log: &Embedded, last: u64, readers: usize) -> anyhow::Result<
     Ok(whole)
 }
 
+/// Partitions of the topics the Kafka rows create.
+pub const KAFKA_PARTITIONS: u32 = 6;
+
+/// `--only replay`: how long `session-ledger replay`'s code took over the same events.
+#[derive(Debug)]
+pub struct ReplayFigures {
+    pub events: usize,
+    pub families: usize,
+    pub embedded: Duration,
+    /// Appending the events to a fresh topic (`acks=all`).
+    pub kafka_append: Option<Duration>,
+    pub kafka: Option<Duration>,
+    /// Whether both replays folded to the same projection.
+    pub same_state: bool,
+}
+
+/// Writes about `target` events to a fresh embedded log and, with `kafka`, to a fresh
+/// topic, then replays each with `session-ledger replay`'s code (on Kafka its fold,
+/// `ledger_audit::replay`, straight on the topic: the command itself would also open
+/// the CQL store).
+pub async fn replay_alone(target: usize, kafka: Option<&str>) -> anyhow::Result<ReplayFigures> {
+    let (events, families) = generate(target)?;
+    let dir = tempfile::tempdir()?;
+    let log = Embedded::open(dir.path())?;
+    progress(&format!(
+        "writing {} events to an embedded log",
+        events.len()
+    ));
+    for chunk in events.chunks(10_000) {
+        log.append(chunk).await?;
+    }
+    progress("replaying them with session-ledger replay's own code");
+    let data_dir = dir.path().display().to_string();
+    let settings = session_ledger::Settings::from_lookup(|k| {
+        (k == "LEDGER_DATA_DIR").then(|| data_dir.clone())
+    })?;
+    let embedded = session_ledger::audit::replay(
+        &settings,
+        session_ledger::audit::Range::default(),
+        None,
+        None,
+    )
+    .await?;
+    anyhow::ensure!(
+        embedded.events == events.len() as u64,
+        "replayed {} of {} events",
+        embedded.events,
+        events.len()
+    );
+    let (mut kafka_append, mut kafka_replay, mut same_state) = (None, None, true);
+    if let Some(brokers) = kafka {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let mut config = ledger_kafka::KafkaConfig::new(brokers, format!("bench-replay-{unique}"));
+        config.partitions = i32::try_from(KAFKA_PARTITIONS)?;
+        let topic = ledger_kafka::KafkaLog::connect(config).await?;
+        progress(&format!(
+            "appending {} events to Kafka (acks=all)",
+            events.len()
+        ));
+        let started = Instant::now();
+        for chunk in events.chunks(10_000) {
+            topic.append(chunk).await?;
+        }
+        kafka_append = Some(started.elapsed());
+        progress("replaying them from Kafka with session-ledger replay's own code");
+        let replayed = ledger_audit::replay::replay(
+            &topic,
+            KAFKA_PARTITIONS,
+            ledger_audit::Range::default(),
+            None,
+            None,
+        )
+        .await?;
+        anyhow::ensure!(
+            replayed.events == events.len() as u64,
+            "replayed {} of {} events from Kafka",
+            replayed.events,
+            events.len()
+        );
+        kafka_replay = Some(replayed.elapsed);
+        same_state = replayed.projection.digest() == embedded.projection.digest();
+    }
+    Ok(ReplayFigures {
+        events: events.len(),
+        families,
+        embedded: embedded.elapsed,
+        kafka_append,
+        kafka: kafka_replay,
+        same_state,
+    })
+}
+
 /// Figures of the Kafka → CQL path.
 #[derive(Debug)]
 pub struct KafkaFigures {
@@ -254,7 +346,7 @@ pub async fn kafka_projector(
 ) -> anyhow::Result<KafkaFigures> {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let mut config = ledger_kafka::KafkaConfig::new(brokers, format!("bench-{unique}"));
-    config.partitions = 6;
+    config.partitions = i32::try_from(KAFKA_PARTITIONS)?;
     let log = ledger_kafka::KafkaLog::connect(config).await?;
     let nodes = cql_nodes.split(',').map(str::to_owned).collect();
     let store = ledger_scylla::ScyllaStore::connect(ledger_scylla::ScyllaConfig::new(

@@ -89,7 +89,9 @@ struct Cli {
     /// Only these rows: `kafka-refresh` is row 4 on Kafka + CQL alone, in every
     /// setting of the fence (needs `--kafka`); `embedded-refresh` is row 4 on the
     /// embedded backend in both settings of `LEDGER_API_VIEW`; `projector` is rows 6
-    /// and 7 (the projector on Kafka → CQL too with `--kafka`, and replay).
+    /// and 7 (the projector on Kafka → CQL too with `--kafka`, and replay); `replay` is
+    /// `session-ledger replay`'s code alone on `--events` events, embedded and, with
+    /// `--kafka`, on a Kafka topic too (no CQL needed).
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
@@ -99,6 +101,7 @@ enum Only {
     KafkaRefresh,
     EmbeddedRefresh,
     Projector,
+    Replay,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,6 +148,10 @@ async fn run(cli: &Cli, cores: usize, threads: usize) -> anyhow::Result<(Table, 
     }
     if cli.only == Some(Only::Projector) {
         projector_rows(&mut table, cli, threads).await?;
+        return Ok((table, None));
+    }
+    if cli.only == Some(Only::Replay) {
+        replay_rows(&mut table, cli).await?;
         return Ok((table, None));
     }
     let redis = match &cli.redis {
@@ -637,6 +644,36 @@ async fn projector_rows(table: &mut Table, cli: &Cli, threads: usize) -> anyhow:
             rate(figures.events as f64 / figures.replay.as_secs_f64(), "events"),
             rate(figures.events as f64 / figures.fold.as_secs_f64(), "events")
         ),
+        "—",
+        "—",
+    );
+    Ok(())
+}
+
+/// `--only replay`: `session-ledger replay`'s code over the same events, in the
+/// embedded log and, with `--kafka`, in a fresh Kafka topic.
+async fn replay_rows(table: &mut Table, cli: &Cli) -> anyhow::Result<()> {
+    let figures = log::replay_alone(cli.events, cli.kafka.as_deref()).await?;
+    let rate_of = |elapsed: std::time::Duration| {
+        rate(figures.events as f64 / elapsed.as_secs_f64(), "events")
+    };
+    let kafka = match (&figures.kafka, &figures.kafka_append) {
+        (Some(replay), Some(append)) => format!(
+            "; Kafka ({} partitions, appended with acks=all at {}): {}; same state: {}",
+            log::KAFKA_PARTITIONS,
+            rate_of(*append),
+            rate_of(*replay),
+            if figures.same_state { "yes" } else { "NO" }
+        ),
+        _ => String::new(),
+    };
+    table.push(
+        "7",
+        format!(
+            "replay with `session-ledger replay`'s code: read, decode, fold into a Projection ({} events, {} families)",
+            figures.events, figures.families
+        ),
+        format!("embedded: {}{kafka}", rate_of(figures.embedded)),
         "—",
         "—",
     );

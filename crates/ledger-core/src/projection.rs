@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,7 +98,13 @@ impl Projection {
     /// Folds one event in. Idempotent and order-insensitive.
     pub fn apply(&mut self, event: &Event) {
         if let Some(family) = FamilyState::from_event(event) {
-            self.merge_family(&family);
+            // The event's state is built for this call: a new family keeps it as is.
+            match self.families.entry(family.session_id) {
+                Entry::Occupied(mut existing) => existing.get_mut().merge(&family),
+                Entry::Vacant(slot) => {
+                    slot.insert(family);
+                }
+            }
         } else if let Some(subject) = SubjectRevocation::from_event(event) {
             self.merge_subject(&subject);
         }
@@ -170,9 +177,18 @@ impl Projection {
     }
 
     /// A hex SHA-256 of the whole state, for comparing a replay with the live view.
+    ///
+    /// The SHA-256 of the state's JSON, hashed as it is written rather than written
+    /// out whole first (hundreds of megabytes for a large log).
     pub fn digest(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        Sha256::digest(&bytes)
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, HashWriter(Sha256::new()));
+        // Writing plain data with string keys to a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut out, self);
+        let _ = out.flush();
+        let (HashWriter(hasher), _) = out.into_parts();
+        hasher
+            .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
@@ -224,6 +240,20 @@ impl Projection {
             ));
         }
         None
+    }
+}
+
+/// Feeds what is written to it to a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -109,12 +109,20 @@ pub fn records(events: &[Event]) -> Vec<LogRecord> {
         .collect()
 }
 
-/// What every reader of the log relies on for any bytes the event decoder accepts: the
-/// event survives a round trip, and it folds into a projection (twice, as a redelivery
+/// What every reader of the log relies on for any bytes: the decoder's fast path reads
+/// them as the general reader does; and for any it accepts, the event survives a round
+/// trip, and it folds into a projection (twice, as a redelivery
 /// would) that can be digested, queried at `now` and pruned, all without a panic.
 /// Shared by the property tests and the fuzz target; `Err` says what broke.
 pub fn decoded_event_holds(bytes: &[u8], now: Timestamp) -> Result<(), String> {
-    let Ok(event) = Event::from_json(bytes) else {
+    let decoded = Event::from_json(bytes);
+    let general = Event::from_json_general(bytes);
+    if decoded.as_ref().ok() != general.as_ref().ok() {
+        return Err(format!(
+            "the fast path and the general reader differ: {decoded:?} against {general:?}"
+        ));
+    }
+    let Ok(event) = decoded else {
         return Ok(());
     };
     let again = Event::from_json(&event.to_json());

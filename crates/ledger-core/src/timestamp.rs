@@ -80,25 +80,41 @@ impl Timestamp {
 /// general RFC 3339 machinery (replays decode millions of these). `None` sends every
 /// other form, and anything out of range, to the full parser.
 fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    /// What a fraction of `n` digits is multiplied by to make nanoseconds.
+    const SCALE_TO_NANOS: [i64; 10] = [
+        1_000_000_000,
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
         return None;
     }
     if b[16] != b':' || *b.last()? != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        b.get(r)?.iter().try_fold(0i64, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
+    let digit = |i: usize| -> Option<i64> {
+        let d = b[i].wrapping_sub(b'0');
+        (d < 10).then_some(i64::from(d))
     };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let micros = match &b[19..b.len() - 1] {
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    let nanos = match &b[19..b.len() - 1] {
         [] => 0,
         [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
-            let digits = num(20..20 + frac.len())?;
-            // Scale to exactly nine digits (nanoseconds), then truncate to micros.
-            digits * 10i64.pow(9 - u32::try_from(frac.len()).ok()?) / 1_000
+            let digits = frac.iter().try_fold(0i64, |n, &c| {
+                let d = c.wrapping_sub(b'0');
+                (d < 10).then(|| n * 10 + i64::from(d))
+            })?;
+            // Scale to exactly nine digits (nanoseconds).
+            digits * SCALE_TO_NANOS[frac.len()]
         }
         _ => return None,
     };
@@ -121,7 +137,10 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(Timestamp(secs * 1_000_000 + micros))
+    // As the full parser does: nanoseconds since the epoch divided by 1 000 towards
+    // zero, so before 1970 sub-microsecond digits round up (towards the epoch).
+    let round_up = i64::from(secs < 0 && nanos % 1_000 != 0);
+    Some(Timestamp(secs * 1_000_000 + nanos / 1_000 + round_up))
 }
 
 fn duration_micros(d: Duration) -> i64 {
@@ -142,8 +161,30 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(TimestampVisitor)
+    }
+}
+
+/// Parses the string where the deserializer has it (borrowed from the input, or its
+/// scratch buffer when the string has escapes), without copying it into a `String`.
+struct TimestampVisitor;
+
+impl serde::de::Visitor<'_> for TimestampVisitor {
+    type Value = Timestamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+        Timestamp::parse_rfc3339(s).map_err(E::custom)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Timestamp, E> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(b), &self)),
+        }
     }
 }
 
@@ -200,6 +241,144 @@ mod tests {
         ] {
             let t = Timestamp(micros);
             assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
+        }
+    }
+
+    /// The full parser's reading, as `parse_rfc3339` made it before the fast path.
+    fn full(s: &str) -> Result<Timestamp, time::error::Parse> {
+        let t = OffsetDateTime::parse(s, &Rfc3339)?;
+        Ok(Timestamp(
+            i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX),
+        ))
+    }
+
+    /// The fast path either agrees with the full parser or leaves the string to it.
+    fn agrees(s: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        if let Some(fast) = parse_canonical(s.as_bytes()) {
+            prop_assert_eq!(Ok(fast), full(s).map_err(|e| e.to_string()), "{}", s);
+        }
+        prop_assert_eq!(
+            Timestamp::parse_rfc3339(s).map_err(|e| e.to_string()),
+            full(s).map_err(|e| e.to_string()),
+            "{}",
+            s
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_fast_parser_handles_the_edges_as_the_full_one() {
+        // Taken by the fast path, and read as the full parser reads them.
+        for s in [
+            "0000-01-01T00:00:00Z",
+            "0999-12-31T23:59:59.999999Z",
+            "1000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1600-02-29T12:00:00Z",
+            "1969-12-31T23:59:59.9999995Z",
+            "1969-12-31T23:59:59.000000001Z",
+            "1900-01-01T00:00:00.0000009Z",
+            "2023-11-14T22:13:20.1Z",
+            "2023-11-14T22:13:20.12345678Z",
+        ] {
+            assert!(parse_canonical(s.as_bytes()).is_some(), "{s}");
+            agrees(s).unwrap();
+        }
+        // Left to the full parser: a leap second, an offset other than Z, a dot without
+        // digits, more than nine digits, a lower-case or missing separator, a year
+        // that is not four digits, February 29th of a common year (1900).
+        for s in [
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:60.5Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-11-14T22:13:20.5-05:30",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20.1234567891Z",
+            "2023-11-14t22:13:20Z",
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20",
+            "999-11-14T22:13:20Z",
+            "10000-11-14T22:13:20Z",
+            "+2023-11-14T22:13:20Z",
+            "1900-02-29T00:00:00Z",
+            "2023-11-14T22:13:2xZ",
+            "2023-1１-14T22:13:20Z",
+        ] {
+            assert_eq!(parse_canonical(s.as_bytes()), None, "{s}");
+            agrees(s).unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 4096,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Strings close to the canonical form, with every field allowed out of range.
+        #[test]
+        fn the_fast_parser_agrees_with_the_full_one_near_its_shape(
+            year in proptest::prop_oneof![0u32..10_000, 0u32..100_000],
+            month in 0u32..14,
+            day in 0u32..33,
+            hour in 0u32..25,
+            minute in 0u32..61,
+            second in 0u32..62,
+            fraction in proptest::option::of("[0-9]{0,12}"),
+            separator in proptest::sample::select(vec!["T", "t", " "]),
+            zone in proptest::sample::select(
+                vec!["Z", "z", "+00:00", "-00:00", "+01:30", "-05:00", ""],
+            ),
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let s = format!(
+                "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}\
+                 {fraction}{zone}"
+            );
+            agrees(&s)?;
+        }
+
+        /// Every instant of years 0000 to 9999, written with 0 to 9 fraction digits:
+        /// taken by the fast path, and read as the full parser reads it.
+        #[test]
+        fn the_fast_parser_reads_every_canonical_instant(
+            nanos in -62_167_219_200_000_000_000i128..253_402_300_800_000_000_000,
+            digits in 0usize..10,
+        ) {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let fraction = format!("{:09}", t.nanosecond());
+            let fraction = match digits {
+                0 => String::new(),
+                n => format!(".{}", &fraction[..n]),
+            };
+            let s = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            proptest::prop_assert!(parse_canonical(s.as_bytes()).is_some(), "{}", s);
+            agrees(&s)?;
+        }
+
+        /// Whatever this type writes reads back exactly, through the fast path.
+        #[test]
+        fn written_timestamps_read_back(
+            micros in -62_167_219_200_000_000i64..253_402_300_800_000_000,
+        ) {
+            let t = Timestamp(micros);
+            let s = t.to_rfc3339();
+            proptest::prop_assert_eq!(parse_canonical(s.as_bytes()), Some(t), "{}", s);
+        }
+
+        #[test]
+        fn any_string_is_read_as_the_full_parser_reads_it(s in ".{0,40}") {
+            agrees(&s)?;
         }
     }
 

@@ -454,6 +454,7 @@ impl LogSource for Embedded {
             group,
             appended: self.inner.appended.subscribe(),
             prefetch: None,
+            spare: None,
             caught_up_at: None,
         }))
     }
@@ -515,11 +516,44 @@ pub struct EmbeddedReader {
     /// While catching up (the last batch was full), the next batch's rows are read on
     /// the blocking pool as the caller processes the current one.
     prefetch: Option<Prefetch>,
+    /// The buffer of the batch decoded last, for the next read to fill.
+    spare: Option<Rows>,
     /// When the latest read that found the end of the log started.
     caught_up_at: Option<Timestamp>,
 }
 
-type Rows = Vec<(i64, Vec<u8>)>;
+/// Rows of the log read in one go: their offsets, and their bodies end to end in one
+/// buffer. A reader keeps two and reuses them batch after batch (one filled on the
+/// blocking pool while the other is decoded), rather than allocating every body.
+#[derive(Debug, Default)]
+struct Rows {
+    offsets: Vec<i64>,
+    /// Where each body ends in `bodies`.
+    ends: Vec<usize>,
+    bodies: Vec<u8>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    fn last_offset(&self) -> Option<i64> {
+        self.offsets.last().copied()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.offsets
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(&offset, (start, &end))| (offset, &self.bodies[start..end]))
+    }
+}
 
 #[derive(Debug)]
 struct Prefetch {
@@ -539,14 +573,38 @@ impl Drop for EmbeddedReader {
 }
 
 impl EmbeddedReader {
-    fn read_rows(conn: &Mutex<Connection>, from: i64, limit: usize) -> rusqlite::Result<Rows> {
+    /// Reads up to `limit` rows from offset `from` into `rows` (emptied first).
+    fn read_rows(
+        conn: &Mutex<Connection>,
+        from: i64,
+        limit: usize,
+        mut rows: Rows,
+    ) -> rusqlite::Result<Rows> {
+        rows.offsets.clear();
+        rows.ends.clear();
+        rows.bodies.clear();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = c.prepare_cached(
             "SELECT offset, body FROM events WHERE offset >= ?1 ORDER BY offset LIMIT ?2",
         )?;
-        let rows = q.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+        let mut found = q.query([from, limit])?;
+        while let Some(row) = found.next()? {
+            rows.offsets.push(row.get(0)?);
+            // Copied straight from SQLite's row into the batch's buffer.
+            match row.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(body) => rows.bodies.extend_from_slice(body),
+                other => {
+                    return Err(rusqlite::Error::InvalidColumnType(
+                        1,
+                        "body".to_owned(),
+                        other.data_type(),
+                    ));
+                }
+            }
+            rows.ends.push(rows.bodies.len());
+        }
+        Ok(rows)
     }
 
     async fn read_batch(&mut self, max: usize) -> Result<Vec<LogRecord>, BackendError> {
@@ -573,7 +631,8 @@ impl EmbeddedReader {
             _ => {
                 let conn = self.conn.clone();
                 let started = ledger_clock::now();
-                let rows = blocking(move || Self::read_rows(&conn, from, max)).await?;
+                let spare = self.spare.take().unwrap_or_default();
+                let rows = blocking(move || Self::read_rows(&conn, from, max, spare)).await?;
                 (rows, started)
             }
         };
@@ -582,30 +641,34 @@ impl EmbeddedReader {
             self.caught_up_at = self.caught_up_at.max(Some(started));
         }
         if rows.len() == max
-            && let Some(&(last, _)) = rows.last()
+            && let Some(last) = rows.last_offset()
         {
             let conn = self.conn.clone();
+            let spare = self.spare.take().unwrap_or_default();
             self.prefetch = Some(Prefetch {
                 from: last + 1,
                 limit: max,
                 started: ledger_clock::now(),
-                rows: tokio::task::spawn_blocking(move || Self::read_rows(&conn, last + 1, max)),
+                rows: tokio::task::spawn_blocking(move || {
+                    Self::read_rows(&conn, last + 1, max, spare)
+                }),
             });
         }
-        rows.into_iter()
-            .map(|(offset, body)| {
-                let event = Event::from_json(&body).map_err(|e| {
-                    BackendError::corrupt(format!("offset {offset}"), e.to_string()).with_source(e)
-                })?;
-                Ok(LogRecord {
-                    position: Position {
-                        partition: 0,
-                        offset: u64::try_from(offset).unwrap_or_default(),
-                    },
-                    event,
-                })
-            })
-            .collect()
+        let mut records = Vec::with_capacity(rows.len());
+        for (offset, body) in rows.iter() {
+            let event = Event::from_json(body).map_err(|e| {
+                BackendError::corrupt(format!("offset {offset}"), e.to_string()).with_source(e)
+            })?;
+            records.push(LogRecord {
+                position: Position {
+                    partition: 0,
+                    offset: u64::try_from(offset).unwrap_or_default(),
+                },
+                event,
+            });
+        }
+        self.spare = Some(rows);
+        Ok(records)
     }
 }
 

@@ -156,6 +156,52 @@ async fn reading_ahead_loses_nothing_when_the_log_grows_or_the_batch_shrinks() {
     assert_eq!(events, [first, second].concat());
 }
 
+#[tokio::test]
+async fn batch_after_batch_every_body_is_read_whole_and_a_corrupt_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Embedded::open(dir.path()).unwrap();
+    // Bodies of many lengths, so that a batch's buffer, reused, holds shorter and
+    // longer ones than the batch before it did.
+    let events: Vec<Event> = (0..95)
+        .map(|i| {
+            let subject = "u".repeat(1 + (i * 37) % 200);
+            ledger_core::testing::login(&subject, ledger_clock::now()).1
+        })
+        .collect();
+    log.append(&events).await.unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let mut read = Vec::new();
+    loop {
+        let batch = reader.poll(10, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        read.extend(batch);
+    }
+    let offsets: Vec<u64> = read.iter().map(|r| r.position.offset).collect();
+    assert_eq!(offsets, (1..=95).collect::<Vec<_>>());
+    let read: Vec<Event> = read.into_iter().map(|r| r.event).collect();
+    assert_eq!(read, events);
+
+    // A body that is not an event stops the reader at its offset.
+    let conn = connect(log.path()).unwrap();
+    conn.execute("UPDATE events SET body = X'7B7D' WHERE offset = 57", [])
+        .unwrap();
+    let mut reader = log.reader(StartFrom::Beginning).await.unwrap();
+    let mut error = None;
+    for _ in 0..10 {
+        match reader.poll(10, Duration::ZERO).await {
+            Ok(batch) => assert!(batch.iter().all(|r| r.position.offset < 51)),
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let error = error.expect("the corrupt row is refused");
+    assert!(error.contains("offset 57"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_are_group_committed_each_whole_and_in_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -210,7 +210,12 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false")
             // Validators tail the log: a quiet partition's fetch returns within this, so
             // a revocation that lands meanwhile is seen promptly (propagation bound).
-            .set("fetch.wait.max.ms", "20");
+            .set("fetch.wait.max.ms", "20")
+            // A reader catching up (a replay, a projector after a restart) fills the
+            // local queue faster than it folds; once the queue is full librdkafka
+            // waits this long before fetching again (1 s by default, during which
+            // the reader empties the queue and then idles).
+            .set("fetch.queue.backoff.ms", "20");
         for (k, v) in &self.consumer_settings {
             c.set(k, v);
         }
