@@ -3,12 +3,11 @@
 //! a 4xx in the error shape (I8). Bounded by `PROPTEST_CASES` (default [`CASES`]; set
 //! it higher for a longer run).
 
-use actix_web::ResponseError;
 use actix_web::http::header;
 use actix_web::test::TestRequest;
 use proptest::prelude::*;
 
-use crate::{Credentials, Form, Scope, trace};
+use crate::{Credentials, Scope, trace};
 
 const CASES: u32 = 4096;
 
@@ -57,24 +56,9 @@ fn content_type() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Parses `body` as a form request with `content_type` and checks the outcome.
+/// [`crate::testing::form_holds`] as a property.
 fn check_form(content_type: &str, body: &[u8]) -> Result<(), TestCaseError> {
-    let mut req = TestRequest::post();
-    if let Ok(value) = header::HeaderValue::from_str(content_type) {
-        req = req.insert_header((header::CONTENT_TYPE, value));
-    }
-    let req = req.to_http_request();
-    match Form::parse(&req, body) {
-        Ok(form) => {
-            let _ = form.get("token");
-            let _ = form.require("grant_type");
-        }
-        Err(e) => {
-            prop_assert!(e.status.is_client_error(), "{e}");
-            let _ = e.error_response();
-        }
-    }
-    Ok(())
+    crate::testing::form_holds(Some(content_type), body).map_err(TestCaseError::fail)
 }
 
 proptest! {

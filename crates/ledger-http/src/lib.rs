@@ -6,6 +6,8 @@
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod trace;
 
 use std::borrow::Cow;
