@@ -509,3 +509,14 @@ pub fn jti_of(access_token: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// The CQL projection store of a service started with `env`, in `keyspace`.
+pub async fn store_of(env: &HashMap<String, String>, keyspace: &str) -> ledger_scylla::ScyllaStore {
+    let nodes = env["LEDGER_SCYLLA_NODES"]
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    ledger_scylla::ScyllaStore::connect(ledger_scylla::ScyllaConfig::new(nodes, keyspace))
+        .await
+        .unwrap()
+}

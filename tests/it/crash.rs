@@ -7,25 +7,14 @@ use std::time::{Duration, Instant};
 use ledger_core::ports::ProjectionStore;
 use ledger_core::{Generation, SessionId};
 use ledger_projector::{Projector, ProjectorConfig};
-use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use reqwest::StatusCode;
 use session_ledger::{Roles, Running, Settings, start};
 
-use crate::helpers::{Backend, Process, app_at, backend_env, str_field};
+use crate::helpers::{Backend, Process, app_at, backend_env, store_of, str_field};
 
 async fn in_process(env: &HashMap<String, String>, roles: Roles) -> Running {
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).unwrap();
     start(settings, roles).await.unwrap()
-}
-
-async fn store_of(env: &HashMap<String, String>, keyspace: &str) -> ScyllaStore {
-    let nodes = env["LEDGER_SCYLLA_NODES"]
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    ScyllaStore::connect(ScyllaConfig::new(nodes, keyspace))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

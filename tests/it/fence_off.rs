@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use ledger_core::SessionId;
 use ledger_core::ports::ProjectionStore;
-use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use reqwest::StatusCode;
 
-use crate::helpers::{Backend, Process, app_at, backend_env, str_field};
+use crate::helpers::{Backend, Process, app_at, backend_env, store_of, str_field};
 
 const PROJECTOR: [(&str, &str); 1] = [("LEDGER_INSTANCE_ID", "projector-0")];
 
@@ -27,13 +26,7 @@ async fn a_restarted_api_without_the_fence_never_rotates_a_family_whose_signout_
     let signed_out = app.login("alice").await;
     let live = app.login("bob").await;
     let id = SessionId::parse(str_field(&signed_out, "session_id")).unwrap();
-    let nodes = env["LEDGER_SCYLLA_NODES"]
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let store = ScyllaStore::connect(ScyllaConfig::new(nodes, &env["LEDGER_SCYLLA_KEYSPACE"]))
-        .await
-        .unwrap();
+    let store = store_of(&env, &env["LEDGER_SCYLLA_KEYSPACE"]).await;
     let started = Instant::now();
     while store.family(id).await.unwrap().is_none() {
         assert!(

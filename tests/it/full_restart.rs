@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use ledger_core::SessionId;
 use ledger_core::ports::ProjectionStore;
-use ledger_scylla::{ScyllaConfig, ScyllaStore};
+use ledger_scylla::ScyllaStore;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, Process, TestApp, app_at, backend_env, str_field};
+use crate::helpers::{Backend, Process, TestApp, app_at, backend_env, store_of, str_field};
 
 const SESSIONS: usize = 300;
 const REVOKED: usize = 200;
@@ -114,13 +114,7 @@ async fn acknowledged_signouts_are_refused_the_moment_a_validator_is_ready_after
     }
     // The restarted projector makes progress within seconds: it does not wait for the
     // killed member's session to time out before it owns its partitions again.
-    let nodes = env["LEDGER_SCYLLA_NODES"]
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let store = ScyllaStore::connect(ScyllaConfig::new(nodes, &env["LEDGER_SCYLLA_KEYSPACE"]))
-        .await
-        .unwrap();
+    let store = store_of(&env, &env["LEDGER_SCYLLA_KEYSPACE"]).await;
     loop {
         let projected = revoked_in_store(&store, revoked).await;
         if projected == REVOKED {

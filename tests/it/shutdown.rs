@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use ledger_core::SessionId;
 use ledger_core::ports::{LogSource, ProjectionStore, StartFrom};
-use ledger_scylla::{ScyllaConfig, ScyllaStore};
 use reqwest::StatusCode;
 
-use crate::helpers::{Backend, Process, app_at, backend_env, str_field};
+use crate::helpers::{Backend, Process, app_at, backend_env, store_of, str_field};
 
 /// Sends SIGTERM and waits (bounded) for the exit code.
 fn terminate(mut process: Process, role: &str) -> i32 {
@@ -168,13 +167,7 @@ async fn sigterm_stops_every_role_cleanly_with_positions_committed() {
     );
     let committed = source.committed(&group).await.unwrap();
     assert!(!committed.is_empty(), "the projector committed nothing");
-    let nodes = env["LEDGER_SCYLLA_NODES"]
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let store = ScyllaStore::connect(ScyllaConfig::new(nodes, &env["LEDGER_SCYLLA_KEYSPACE"]))
-        .await
-        .unwrap();
+    let store = store_of(&env, &env["LEDGER_SCYLLA_KEYSPACE"]).await;
     let (mut before, mut after) = (0, 0);
     for record in &log {
         let next = committed
